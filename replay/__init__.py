@@ -1,0 +1,1 @@
+"""Replay: consume Records, pace them on an absolute clock, send them to targets, observe."""

@@ -1,0 +1,167 @@
+"""JSON Lines adapters: one file (plain or `.gz`), stdin/stdout (`-`), or a spool directory."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from shadowtap.errors import RecordError, StreamError, VersionError
+from shadowtap.lines import ends_with_newline, iter_lines, open_input
+from shadowtap.record import Record, decode_record, encode_record
+from shadowtap.stream import Delivery
+
+WRITE_BATCH = 512
+SEGMENT_BYTES = 64 << 20
+SEGMENT_GLOB = "segment-*.jsonl"
+
+
+def read_records(paths: list[str], skipped: Counter[str]) -> Iterator[Record]:
+    """Decode records from JSONL files in order, counting what cannot be used in `skipped`."""
+    for path in paths:
+        f = open_input(path)
+        try:
+            for _offset, line, complete in iter_lines(f, path):
+                if not complete:
+                    skipped["torn_line"] += 1
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    yield decode_record(line)
+                except VersionError:
+                    raise
+                except RecordError:
+                    skipped["bad_record"] += 1
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+
+
+class JsonlSource:
+    """Reads records from JSONL files, a spool directory's segments, or stdin."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.skipped: Counter[str] = Counter()
+
+    async def __aiter__(self) -> AsyncIterator[Delivery]:
+        for rec in read_records(self.paths, self.skipped):
+            yield Delivery(rec)
+
+    async def close(self) -> None:
+        return None
+
+
+class JsonlSink:
+    """Appends records to a JSONL file (or stdout), batching writes.
+
+    A file left with a torn last line gets a newline first, so the next record starts a line
+    of its own instead of gluing onto the fragment.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._buf: list[bytes] = []
+        self._file = self._open(path)
+
+    @staticmethod
+    def _open(path: str) -> BinaryIO:
+        if path == "-":
+            return sys.stdout.buffer
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path.endswith(".gz"):
+                return gzip.open(path, "ab")  # type: ignore[return-value]
+            needs_newline = not ends_with_newline(path)
+            f = open(path, "ab")
+            if needs_newline:
+                f.write(b"\n")
+            return f
+        except OSError as e:
+            raise StreamError(f"cannot write {path!r}: {e.strerror or e}") from e
+
+    async def send(self, record: Record) -> None:
+        self._buf.append(encode_record(record))
+        if len(self._buf) >= WRITE_BATCH:
+            self.write_pending()
+
+    @property
+    def pending(self) -> int:
+        """Records encoded but not yet written."""
+        return len(self._buf)
+
+    def write_pending(self) -> int:
+        """Write the encoded records to the file object; returns the bytes written."""
+        if not self._buf:
+            return 0
+        data = b"\n".join(self._buf) + b"\n"
+        self._buf.clear()
+        try:
+            self._file.write(data)
+        except BrokenPipeError as e:
+            raise StreamError("output closed by the reader (broken pipe)") from e
+        except OSError as e:
+            raise StreamError(f"cannot write {self.path!r}: {e.strerror or e}") from e
+        return len(data)
+
+    async def flush(self) -> None:
+        self.write_pending()
+        try:
+            self._file.flush()
+        except BrokenPipeError as e:
+            raise StreamError("output closed by the reader (broken pipe)") from e
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._file is not sys.stdout.buffer:
+            self._file.close()
+
+
+def spool_segments(directory: str) -> list[str]:
+    """The spool's segment files, oldest first."""
+    return sorted(str(p) for p in Path(directory).glob(SEGMENT_GLOB))
+
+
+class SpoolSink:
+    """Appends records to a directory of size-rotated segments `segment-NNNNNNNN.jsonl`."""
+
+    def __init__(self, directory: str, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise StreamError(f"cannot create spool directory {directory!r}: {e.strerror or e}") from e
+        segments = spool_segments(directory)
+        self._index = int(Path(segments[-1]).stem.split("-")[1]) if segments else 1
+        self._sink = JsonlSink(self._segment_path())
+        self._size = os.path.getsize(self._segment_path())
+
+    def _segment_path(self) -> str:
+        return os.path.join(self.directory, f"segment-{self._index:08d}.jsonl")
+
+    async def send(self, record: Record) -> None:
+        await self._sink.send(record)
+        if self._sink.pending >= WRITE_BATCH:
+            await self._write_and_rotate()
+
+    async def _write_and_rotate(self) -> None:
+        self._size += self._sink.write_pending()
+        if self._size >= self.segment_bytes:
+            await self._sink.close()
+            self._index += 1
+            self._sink = JsonlSink(self._segment_path())
+            self._size = 0
+
+    async def flush(self) -> None:
+        await self._write_and_rotate()
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self.flush()
+        await self._sink.close()
