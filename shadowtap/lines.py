@@ -35,9 +35,10 @@ def iter_lines(f: BinaryIO, name: str = "") -> Iterator[tuple[int, bytes, bool]]
     """
     offset = 0
     rest = b""
+    read = getattr(f, "read1", f.read)  # read1: a cut .gz still yields what came before the cut
     while True:
         try:
-            chunk = f.read(CHUNK)
+            chunk = read(CHUNK)
         except (EOFError, zlib.error, gzip.BadGzipFile):
             yield offset, rest, False
             return

@@ -68,6 +68,8 @@ class JsonlSink:
         self.path = path
         self._buf: list[bytes] = []
         self._file = self._open(path)
+        self.bytes_written = 0
+        """Bytes this sink has written so far (for size-based rotation)."""
 
     @staticmethod
     def _open(path: str) -> BinaryIO:
@@ -88,17 +90,11 @@ class JsonlSink:
     async def send(self, record: Record) -> None:
         self._buf.append(encode_record(record))
         if len(self._buf) >= WRITE_BATCH:
-            self.write_pending()
+            self._write_pending()
 
-    @property
-    def pending(self) -> int:
-        """Records encoded but not yet written."""
-        return len(self._buf)
-
-    def write_pending(self) -> int:
-        """Write the encoded records to the file object; returns the bytes written."""
+    def _write_pending(self) -> None:
         if not self._buf:
-            return 0
+            return
         data = b"\n".join(self._buf) + b"\n"
         self._buf.clear()
         try:
@@ -107,10 +103,10 @@ class JsonlSink:
             raise StreamError("output closed by the reader (broken pipe)") from e
         except OSError as e:
             raise StreamError(f"cannot write {self.path!r}: {e.strerror or e}") from e
-        return len(data)
+        self.bytes_written += len(data)
 
     async def flush(self) -> None:
-        self.write_pending()
+        self._write_pending()
         try:
             self._file.flush()
         except BrokenPipeError as e:
@@ -139,29 +135,22 @@ class SpoolSink:
             raise StreamError(f"cannot create spool directory {directory!r}: {e.strerror or e}") from e
         segments = spool_segments(directory)
         self._index = int(Path(segments[-1]).stem.split("-")[1]) if segments else 1
-        self._sink = JsonlSink(self._segment_path())
-        self._size = os.path.getsize(self._segment_path())
+        self._open_segment()
 
-    def _segment_path(self) -> str:
-        return os.path.join(self.directory, f"segment-{self._index:08d}.jsonl")
+    def _open_segment(self) -> None:
+        path = os.path.join(self.directory, f"segment-{self._index:08d}.jsonl")
+        self._base = os.path.getsize(path) if os.path.exists(path) else 0
+        self._sink = JsonlSink(path)
 
     async def send(self, record: Record) -> None:
         await self._sink.send(record)
-        if self._sink.pending >= WRITE_BATCH:
-            await self._write_and_rotate()
-
-    async def _write_and_rotate(self) -> None:
-        self._size += self._sink.write_pending()
-        if self._size >= self.segment_bytes:
+        if self._base + self._sink.bytes_written >= self.segment_bytes:
             await self._sink.close()
             self._index += 1
-            self._sink = JsonlSink(self._segment_path())
-            self._size = 0
+            self._open_segment()
 
     async def flush(self) -> None:
-        await self._write_and_rotate()
         await self._sink.flush()
 
     async def close(self) -> None:
-        await self.flush()
         await self._sink.close()
