@@ -61,4 +61,8 @@ async def capture_nginx(opts: NginxCaptureOptions) -> int:
     if stats.dead and not opts.dead_letter:
         print(f"shadowtap: first dead letter: {dead_letters.first} (keep them with --dead-letter PATH)",
               file=sys.stderr)
+    if stats.dead and not stats.records:
+        print("shadowtap: error: no line could be parsed: check --format (or --escape) against the log",
+              file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_ERROR if stats.unreadable else EXIT_OK

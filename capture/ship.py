@@ -40,7 +40,7 @@ class ShipStats:
     unreadable: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{self.lines} lines read", f"{self.records} records written"]
+        parts = [f"{self.lines} lines read, {self.records} records written"]
         for label, counts in (("skipped", self.skipped), ("dead letters", self.dead)):
             total = sum(counts.values())
             detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())

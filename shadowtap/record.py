@@ -126,6 +126,8 @@ class Outcome:
     """Request method (kept for per-endpoint reports)."""
     path: str = "/"
     """Request target (kept for per-endpoint reports)."""
+    reason: str | None = None
+    """What exactly went wrong, when `error` is set (written only then)."""
 
     @property
     def latency_ms(self) -> float | None:
@@ -287,6 +289,7 @@ def outcome_to_dict(o: Outcome) -> dict[str, Any]:
         "bytes": o.bytes,
         "latency_ms": None if lat is None else round(lat, 3),
         "corrected_ms": round(o.corrected_ms, 3),
+        **({"reason": o.reason} if o.reason is not None else {}),
     }
 
 
@@ -309,6 +312,7 @@ def decode_outcome(line: bytes | str) -> Outcome:
             id=obj["id"], target=obj["target"], url=obj["url"], intended=obj["intended"],
             sent=obj.get("sent"), done=obj["done"], status=obj.get("status"), error=obj.get("error"),
             bytes=obj.get("bytes", 0), method=obj.get("method", "GET"), path=obj.get("path", "/"),
+            reason=obj.get("reason"),
         )
     except orjson.JSONDecodeError as e:
         raise RecordError(f"outcome line is not valid JSON ({e.msg})") from e

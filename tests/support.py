@@ -26,7 +26,7 @@ class RecordingServer:
     """A keep-alive HTTP/1.1 server on 127.0.0.1 in a background thread.
 
     It parses request heads itself (no framework that could normalise the target) and answers
-    every request with `200 ok`.
+    every request with `200 ok` (no body for HEAD).
     """
 
     def __init__(self) -> None:
@@ -56,7 +56,8 @@ class RecordingServer:
                 length = next((int(v) for k, v in headers if k.lower() == b"content-length"), 0)
                 body = await reader.readexactly(length) if length else b""
                 self.requests.append(SeenRequest(method, target, version, headers, body))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+                body = b"" if method == b"HEAD" else b"ok"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n" + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
