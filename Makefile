@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps test lint demo example-log clean
+.PHONY: install system-deps test lint demo bench example-log clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ test: install system-deps lint
 
 demo: install
 	bash scripts/demo.sh
+
+bench: install system-deps
+	$(BIN)/python scripts/bench.py
 
 example-log: install system-deps
 	$(BIN)/python scripts/make_example_log.py

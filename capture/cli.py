@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
-from shadowtap.cli import run_async
+from shadowtap.cli import LazyGroup, run_async
+
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (module, attribute, one-line help); the module is imported only when the command runs
+}
 
 
-@click.group("capture")
+@click.group("capture", cls=LazyGroup, lazy=LAZY_COMMANDS)
 def capture() -> None:
     """Capture traffic from access logs (and later packets) into a stream of records.
 

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests start for real (nginx), when missing.
+# Install the Debian packages the tests and benchmarks start for real, when missing:
+# nginx and HAProxy (log producers and targets), tcpdump and tshark (captures and the
+# cross-check), wrk (the replay benchmark's peer).
 # As root it uses apt-get; otherwise it says what to install and fails.
 set -euo pipefail
 
 need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+has nginx || need+=(nginx-light)
+has haproxy || need+=(haproxy)
+has tcpdump || need+=(tcpdump)
+has tshark || need+=(tshark)
+has wrk || need+=(wrk)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
