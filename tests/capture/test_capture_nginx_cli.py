@@ -141,3 +141,13 @@ def test_cat_refuses_newer_records_and_counts_bad_lines(tmp_path):
     assert "upgrade shadowtap" in res.stderr.decode()
     res = run_cli("cat", "-i", str(tmp_path / "nope.jsonl"))
     assert res.returncode == 2 and b"does not exist" in res.stderr
+
+
+def test_a_format_that_matches_no_line_is_an_error_not_an_empty_success(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_bytes(lines(5))
+    res = run_cli("capture", "nginx", str(log), "-o", str(tmp_path / "r.jsonl"), "--format", "main")
+    assert res.returncode == 1
+    err = res.stderr.decode()
+    assert "5 lines read, 0 records written" in err and "dead letters: 5 (5 no_match)" in err
+    assert "shadowtap: error: no line could be parsed: check --format" in err
