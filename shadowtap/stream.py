@@ -22,6 +22,22 @@ class Delivery:
     ack: Callable[[], None] = _nothing
 
 
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How to open a Source or Sink beyond its address (most adapters ignore most of it)."""
+
+    settings: tuple[tuple[str, str], ...] = ()
+    """Client settings passed through as `-X key=value` (librdkafka for kafka://)."""
+    group: str = "shadowtap-replay"
+    """Consumer group of a Kafka source."""
+    start: str = "committed"
+    """Where a Kafka source starts: earliest, latest, committed, a time, or `-15m`."""
+    until: str | None = None
+    """Where a bounded Kafka source ends: a time or `now`."""
+    follow: bool = False
+    """Keep reading as the stream grows instead of ending at its current end."""
+
+
 class Source(Protocol):
     """An async iterator of deliveries. Items it cannot decode are counted in `skipped`."""
 

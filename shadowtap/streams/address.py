@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 from shadowtap.errors import UsageError
-from shadowtap.stream import Sink, Source
+from shadowtap.stream import Sink, Source, StreamOptions
 from shadowtap.streams.jsonl import JsonlSink, JsonlSource, SpoolSink, spool_segments
+
+DEFAULT_OPTIONS = StreamOptions()
 
 
 def is_spool(address: str) -> bool:
@@ -15,7 +17,7 @@ def is_spool(address: str) -> bool:
 
 
 def _reject_unbuilt(address: str) -> None:
-    for scheme in ("kafka://", "gor:"):
+    for scheme in ("gor:",):
         if address.startswith(scheme):
             kind = scheme.rstrip(":/")
             raise UsageError(f"address {address!r}: {kind} streams are not supported by this build yet")
@@ -23,8 +25,12 @@ def _reject_unbuilt(address: str) -> None:
         raise UsageError(f"address {address!r}: unknown scheme (expected a path, '-', kafka:// or gor:)")
 
 
-def open_source(address: str) -> Source:
+def open_source(address: str, options: StreamOptions = DEFAULT_OPTIONS) -> Source:
     """A Source reading the records at `address`."""
+    if address.startswith("kafka://"):
+        from shadowtap.streams.kafka import KafkaSource
+
+        return KafkaSource(address, options)
     _reject_unbuilt(address)
     if address == "-":
         return JsonlSource(["-"])
@@ -37,8 +43,12 @@ def open_source(address: str) -> Source:
     return JsonlSource([address])
 
 
-def open_sink(address: str) -> Sink:
+def open_sink(address: str, options: StreamOptions = DEFAULT_OPTIONS) -> Sink:
     """A Sink writing records to `address`."""
+    if address.startswith("kafka://"):
+        from shadowtap.streams.kafka import KafkaSink
+
+        return KafkaSink(address, options.settings)
     _reject_unbuilt(address)
     if is_spool(address):
         return SpoolSink(address.rstrip("/") or "/")
