@@ -18,6 +18,7 @@ LAZY_COMMANDS = {
     "capture": ("capture.cli", "capture", "Capture traffic from logs or packets into a stream of records."),
     "replay": ("replay.cli", "replay", "Replay a stream of records against targets (shadow, ...)."),
     "cat": ("shadowtap.catcmd", "cat", "Copy records between any two addresses."),
+    "topic": ("shadowtap.topiccmd", "topic", "Create and describe Kafka topics (partitions, offsets, lag)."),
 }
 
 

@@ -24,3 +24,12 @@ def run_cli(*args: str, input: bytes | None = None, timeout: float = 60) -> subp
 def recording_server():
     with RecordingServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """A real Kafka-protocol broker for the whole session (Tansu, or SHADOWTAP_TEST_KAFKA)."""
+    from scripts.local_kafka import LocalKafka
+
+    with LocalKafka() as broker:
+        yield broker

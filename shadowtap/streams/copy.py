@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from shadowtap.stream import Sink, Source
+from shadowtap.stream import Sink, Source, StreamOptions
 from shadowtap.streams.address import open_sink, open_source
 
 
@@ -21,6 +21,10 @@ class CopyStats:
         return f"copied {self.records} records; skipped: {skipped}"
 
 
+ACK_BATCH = 1024
+"""Records between sink flushes: each flush confirms them, then their source items are acked."""
+
+
 async def copy_stream(source: Source, sink: Sink, limit: int | None = None) -> CopyStats:
     """Send every record of `source` into `sink`, acking each once the sink has it."""
     stats = CopyStats()
@@ -32,7 +36,7 @@ async def copy_stream(source: Source, sink: Sink, limit: int | None = None) -> C
             await sink.send(delivery.record)
             pending.append(delivery)
             stats.records += 1
-            if len(pending) >= 1024:
+            if len(pending) >= ACK_BATCH:
                 await sink.flush()
                 for d in pending:
                     d.ack()
@@ -47,8 +51,9 @@ async def copy_stream(source: Source, sink: Sink, limit: int | None = None) -> C
     return stats
 
 
-async def copy_addresses(input_address: str, output_address: str, limit: int | None = None) -> CopyStats:
-    """Copy between two addresses (see "Addresses" in DESIGN.md)."""
-    source = open_source(input_address)
-    sink = open_sink(output_address)
+async def copy_addresses(input_address: str, output_address: str, options: StreamOptions,
+                         limit: int | None = None) -> CopyStats:
+    """Copy between two addresses (see "Addresses" in DESIGN.md); `options` apply to both ends."""
+    source = open_source(input_address, options)
+    sink = open_sink(output_address, options)
     return await copy_stream(source, sink, limit)

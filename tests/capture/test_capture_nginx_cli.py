@@ -111,7 +111,7 @@ def test_wrong_options_are_one_sentence_exit_2(tmp_path):
     log.write_bytes(lines(1))
     cases = [
         (["--format", '$remote_addr "$request'], "$request"),
-        (["-o", "kafka://127.0.0.1:9092/t"], "kafka"),
+        (["-o", "kafka://127.0.0.1/t"], "kafka://127.0.0.1/t"),
         (["-o", "ftp://x/y"], "ftp://x/y"),
         (["--format-file", str(tmp_path / "missing.conf"), "--format-name", "main"], "missing.conf"),
         (["--format-file", str(log)], "--format-name"),

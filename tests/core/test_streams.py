@@ -4,6 +4,7 @@ import asyncio
 import gzip
 
 from shadowtap.record import Record, encode_record
+from shadowtap.stream import StreamOptions
 from shadowtap.streams import open_sink, open_source
 from shadowtap.streams.copy import copy_addresses
 from shadowtap.streams.jsonl import SpoolSink, spool_segments
@@ -90,8 +91,8 @@ def test_spool_rotates_by_size_and_reads_back_in_order(tmp_path):
 def test_copy_between_file_gz_and_spool(tmp_path):
     src = str(tmp_path / "a.jsonl")
     asyncio.run(write_all(src, records(50)))
-    stats = asyncio.run(copy_addresses(src, str(tmp_path / "b.jsonl.gz")))
+    stats = asyncio.run(copy_addresses(src, str(tmp_path / "b.jsonl.gz"), StreamOptions()))
     assert stats.records == 50
-    asyncio.run(copy_addresses(str(tmp_path / "b.jsonl.gz"), str(tmp_path / "spool") + "/"))
+    asyncio.run(copy_addresses(str(tmp_path / "b.jsonl.gz"), str(tmp_path / "spool") + "/", StreamOptions()))
     got, _ = asyncio.run(read_all(str(tmp_path / "spool")))
     assert [r.id for r in got] == [f"r{i}" for i in range(50)]

@@ -1,0 +1,120 @@
+"""Operator views of a Kafka topic: create it, and describe partitions, time range and group lag."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shadowtap.errors import StreamError, UsageError
+from shadowtap.streams.kafka import parse_address
+
+TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """One partition as `topic describe` shows it."""
+
+    partition: int
+    low: int
+    high: int
+    first_ms: int | None
+    last_ms: int | None
+    committed: int | None
+
+    @property
+    def records(self) -> int:
+        return self.high - self.low
+
+    @property
+    def lag(self) -> int | None:
+        """Records the group has not finished: from its committed offset (or the start) to the end."""
+        return self.high - (self.committed if self.committed is not None else self.low)
+
+
+def _base(bootstrap: str, settings: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    return {"bootstrap.servers": bootstrap, "log_level": 0, **dict(settings)}
+
+
+def create_topic(address: str, partitions: int, retention_ms: int | None,
+                 settings: tuple[tuple[str, str], ...] = ()) -> None:
+    """Create the topic of `address`; StreamError naming the broker's reason when it refuses."""
+    addr = parse_address(address)
+    config = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
+    admin = AdminClient(_base(addr.bootstrap, settings))
+    futures = admin.create_topics([NewTopic(addr.topic, num_partitions=partitions, replication_factor=1,
+                                            config=config)], request_timeout=TIMEOUT_S)
+    try:
+        futures[addr.topic].result(TIMEOUT_S)
+    except KafkaException as e:
+        raise StreamError(f"cannot create kafka topic {addr.topic!r}: {e.args[0].str()}") from e
+
+
+def _read_from(consumer: Consumer, topic: str, partition: int, offset: int) -> tuple[int | None, int | None, int]:
+    """Read from `offset` to the end: (first timestamp ms, last timestamp ms, offset after the last record).
+
+    The end is read rather than trusted from ListOffsets: Tansu reports the high watermark as
+    the last batch's base offset + 1, which undercounts when that batch holds several records.
+    """
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    first = last = None
+    end = offset
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.25)
+        if msg is None:
+            continue
+        if msg.error() is not None:
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                break
+            continue
+        first = msg.timestamp()[1] if first is None else first
+        last = msg.timestamp()[1]
+        end = msg.offset() + 1
+    return first, last, end
+
+
+def describe_topic(address: str, group: str | None,
+                   settings: tuple[tuple[str, str], ...] = ()) -> list[PartitionInfo]:
+    """Per partition: offsets, the time range of its records, and `group`'s committed offset."""
+    addr = parse_address(address)
+    consumer = Consumer({**_base(addr.bootstrap, settings), "group.id": group or "shadowtap-describe",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        meta = consumer.list_topics(addr.topic, timeout=TIMEOUT_S).topics.get(addr.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            reason = meta.error.str() if meta is not None and meta.error is not None else "no partitions"
+            raise StreamError(f"kafka topic {addr.topic!r} on {addr.bootstrap}: {reason}")
+        parts = sorted(meta.partitions)
+        committed = {}
+        if group:
+            for tp in consumer.committed([TopicPartition(addr.topic, p) for p in parts], timeout=TIMEOUT_S):
+                committed[tp.partition] = tp.offset if tp.offset >= 0 else None
+        infos = []
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(addr.topic, p), timeout=TIMEOUT_S)
+            first = last = None
+            if high > low:
+                first, _, _ = _read_from(consumer, addr.topic, p, low)
+                _, last, high = _read_from(consumer, addr.topic, p, high - 1)
+            infos.append(PartitionInfo(p, low, high, first, last, committed.get(p)))
+        return infos
+    except KafkaException as e:
+        raise StreamError(f"kafka {addr.bootstrap}: {e.args[0].str()}") from e
+    finally:
+        consumer.close()
+
+
+def parse_retention(text: str) -> int:
+    """`7d`, `12h`, `30m`, `90s` or milliseconds → milliseconds."""
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        number = text.removesuffix(suffix)
+        if number != text and number.isdigit():
+            return int(number) * units[suffix]
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"cannot parse --retention {text!r}: expected a duration like 7d, 12h, 30m or milliseconds")
