@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from capture.scrub import scrub
-from capture.ship import DeadLetters, Shipper
-from shadowtap.errors import EXIT_ERROR, EXIT_OK, UsageError
-from shadowtap.streams import open_sink
+from capture.run import ShipOptions, make_scrubber, ship_logs
+from capture.scrub import Scrubber
+from shadowtap.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)
 class NginxCaptureOptions:
     """Everything `capture nginx` needs; the CLI fills it in."""
 
-    paths: tuple[str, ...]
-    output: str
+    ship: ShipOptions = field(default_factory=ShipOptions)
     format: str = "combined"
     escape: str = "default"
     format_file: str | None = None
     format_name: str | None = None
-    dead_letter: str | None = None
-    scrub: bool = True
-    strict: bool = False
 
 
 def load_format(opts: NginxCaptureOptions):
@@ -38,31 +32,19 @@ def load_format(opts: NginxCaptureOptions):
     return compile_format(opts.format, opts.escape)
 
 
+def _logs_secrets(variables: tuple[str, ...], scrubber: Scrubber | None) -> bool:
+    """Whether a format logs values that are secret as a whole (cookies, credentials), which
+    the raw-line rules could not find in a line that does not match the format."""
+    return scrubber is not None and any(scrubber.field(v) == scrubber.value for v in variables)
+
+
 async def capture_nginx(opts: NginxCaptureOptions) -> int:
-    """Parse every file into the output; print one summary line to stderr; return the exit code."""
+    """Ship nginx log lines into the output; print the summary on stderr; return the exit code.
+
+    When the format logs cookies or credential headers, dead letters keep no raw line (only
+    its position, reason and length): scrubbing cannot find those values in a line that does
+    not match the format.
+    """
     log_format = load_format(opts)
-    dead_letters = DeadLetters(opts.dead_letter)
-    sink = open_sink(opts.output)
-    shipper = Shipper(
-        parse=log_format.parse,
-        sink=sink,
-        transform=scrub if opts.scrub else None,
-        dead_letters=dead_letters,
-        strict=opts.strict,
-    )
-    try:
-        for path in opts.paths:
-            await shipper.ship_file(path)
-    finally:
-        await sink.close()
-        dead_letters.close()
-    stats = shipper.stats
-    print(f"shadowtap capture nginx: {stats.summary()}", file=sys.stderr)
-    if stats.dead and not opts.dead_letter:
-        print(f"shadowtap: first dead letter: {dead_letters.first} (keep them with --dead-letter PATH)",
-              file=sys.stderr)
-    if stats.dead and not stats.records:
-        print("shadowtap: error: no line could be parsed: check --format (or --escape) against the log",
-              file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_ERROR if stats.unreadable else EXIT_OK
+    redact = (lambda _raw: None) if _logs_secrets(log_format.variables, make_scrubber(opts.ship)) else None
+    return await ship_logs("nginx", opts.ship, log_format, redact)

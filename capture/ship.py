@@ -1,27 +1,50 @@
 """Shipping parsed lines into a Sink with full accounting: every line is a record, a counted
-skip, or a dead letter with its reason and position."""
+skip, or a dead letter with its reason and position.
+
+The Shipper takes chunks of complete lines (capture.follow) and, per line, either
+
+- the fast path: the format's LineEncoder (parsers/encode.py) turns the line straight into a
+  v1 JSON line, scrubbed, when the sink takes encoded lines (`send_encoded`) and no filter or
+  sampling needs a Record; or
+- the general path: parse → Record → filters and sampling → scrubbing → `sink.send`.
+
+A line the encoder declines goes the general path, so both give the same records.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 import orjson
 
-from shadowtap.errors import InputError, ParseError, ShadowtapError
-from shadowtap.lines import iter_lines, open_input
-from shadowtap.record import Record
+from parsers.encode import LineEncoder
+from shadowtap.errors import InputError, ParseError, ShadowtapError, SkipLine
+from shadowtap.record import Record, encode_record
 from shadowtap.stream import Sink
 
-LineParser = Callable[..., Record]
-"""parse(line, *, name, offset, fingerprint) -> Record, raising ParseError."""
+if TYPE_CHECKING:
+    from capture.follow import Chunk, FileSource
+    from capture.scrub import Scrubber
 
-FLUSH_EVERY = 4096
+LineParser = Callable[..., Record]
+"""parse(line, *, name, offset, fingerprint) -> Record, raising ParseError (SkipLine to skip)."""
+EncoderFactory = Callable[[str, "str | None"], "LineEncoder | None"]
+"""fast_encoder(fingerprint, name) -> LineEncoder, or None when the format has no fast path."""
+Selector = Callable[[Record], "tuple[Record | None, str]"]
+"""select(record) -> (record, "") to keep it (maybe with its session set) or (None, skip reason)."""
+
+BLANK = "blank_line"
+_PARTIAL = {
+    "line_too_long": "line is longer than the maximum (1 MiB) and was cut",
+    "bad_frame": "syslog stream framing is broken (bad octet count); the connection was closed",
+}
 
 
 def fingerprint(first_line: bytes) -> str:
@@ -29,9 +52,23 @@ def fingerprint(first_line: bytes) -> str:
     return hashlib.blake2b(first_line[:1024], digest_size=6).hexdigest()
 
 
+@runtime_checkable
+class EncodedSink(Protocol):
+    """A sink that also takes records already encoded as v1 JSON lines (the fast path)."""
+
+    async def send_encoded(self, lines: list[bytes]) -> None: ...
+
+
+@runtime_checkable
+class DurableSink(Protocol):
+    """A sink whose `sync` makes everything flushed so far survive power loss (fsync)."""
+
+    async def sync(self) -> None: ...
+
+
 @dataclass(slots=True)
 class ShipStats:
-    """Counters for one capture run."""
+    """Counters for one capture run: every line read is a record, a skip or a dead letter."""
 
     lines: int = 0
     records: int = 0
@@ -40,6 +77,7 @@ class ShipStats:
     unreadable: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The closing line: totals with the reasons of skips and dead letters."""
         parts = [f"{self.lines} lines read, {self.records} records written"]
         for label, counts in (("skipped", self.skipped), ("dead letters", self.dead)):
             total = sum(counts.values())
@@ -51,10 +89,20 @@ class ShipStats:
 
 
 class DeadLetters:
-    """Writes unparseable lines as JSONL: file, line number, byte offset, reason, raw line."""
+    """Writes lines that are not records, as JSONL: file, line number, byte offset, reason,
+    message and the raw line.
 
-    def __init__(self, path: str | None) -> None:
+    With a scrubber, nothing secret is written: the raw line and the message get the raw-line
+    rules (`Scrubber.line`), and when `redact` says a line may hold secrets those rules cannot
+    find (a cookie or credential header logged by the format), `raw` is null and `redacted`
+    true: the position and reason still say which line it was.
+    """
+
+    def __init__(self, path: str | None, scrubber: Scrubber | None = None,
+                 redact: Callable[[bytes], bytes | None] | None = None) -> None:
         self.path = path
+        self.scrubber = scrubber
+        self.redact = redact
         self.first: str | None = None
         self._file: BinaryIO | None = None
         if path:
@@ -64,17 +112,34 @@ class DeadLetters:
                 raise InputError(f"cannot write dead letters to {path!r}: {e.strerror or e}") from e
 
     def add(self, name: str, lineno: int, offset: int, error: ParseError, raw: bytes) -> None:
+        """Record one dead letter (`lineno` counts from 1)."""
+        message = self.scrubber.text(error.message) if self.scrubber else error.message
         if self.first is None:
-            self.first = f"{name}:{lineno}: {error.message}"
+            self.first = f"{name}:{lineno}: {message}"
         if self._file is None:
             return
-        entry = {"file": name, "line": lineno, "offset": offset, "reason": error.reason,
-                 "message": error.message, "raw": raw.decode("utf-8", "backslashreplace")}
-        try:
-            raw.decode()
-        except UnicodeDecodeError:
-            entry["raw_b64"] = base64.b64encode(raw).decode()
+        entry: dict = {"file": name, "line": lineno, "offset": offset, "reason": error.reason, "message": message}
+        if self.scrubber is not None:
+            cleaned = self.redact(raw) if self.redact is not None else raw
+            if cleaned is None:
+                entry.update(raw=None, redacted=True, length=len(raw))
+                raw = b""
+            else:
+                raw = self.scrubber.line(cleaned)
+        if raw or "raw" not in entry:
+            entry["raw"] = raw.decode("utf-8", "backslashreplace")
+            try:
+                raw.decode()
+            except UnicodeDecodeError:
+                entry["raw_b64"] = base64.b64encode(raw).decode()
         self._file.write(orjson.dumps(entry) + b"\n")
+
+    def flush(self, durable: bool = False) -> None:
+        """Hand what was written to the OS (and to the disk when `durable`)."""
+        if self._file is not None:
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
@@ -83,61 +148,110 @@ class DeadLetters:
 
 @dataclass(slots=True)
 class Shipper:
-    """Parses lines from files, transforms records, and sends them into a sink."""
+    """Turns chunks of log lines into records in a sink, accounting for every line."""
 
     parse: LineParser
     sink: Sink
-    transform: Callable[[Record], Record] | None = None
+    scrubber: Scrubber | None = None
+    select: Selector | None = None
+    fast: EncoderFactory | None = None
     dead_letters: DeadLetters = field(default_factory=lambda: DeadLetters(None))
     strict: bool = False
     stats: ShipStats = field(default_factory=ShipStats)
+    _encoders: dict[FileSource, LineEncoder | None] = field(default_factory=dict)
 
-    async def ship_file(self, path: str) -> None:
-        """Ship every line of one file (or `-` for stdin).
+    def __post_init__(self) -> None:
+        if self.select is not None or not isinstance(self.sink, EncodedSink):
+            self.fast = None
 
-        A last line without a newline is kept when it parses (many files simply lack the final
-        newline) and is a `torn_line` dead letter when it does not.
-        """
-        name = "<stdin>" if path == "-" else path
+    async def ship(self, chunk: Chunk) -> None:
+        """Ship the lines of one chunk (and its unterminated last piece, if any)."""
+        if chunk.lines:
+            encode = self._encoder(chunk.source) if self.fast is not None else None
+            if encode is not None:
+                await self._ship_encoded(chunk, encode)
+            else:
+                await self._ship_records(chunk)
+        if chunk.partial is not None:
+            await self._ship_partial(chunk)
+
+    def _encoder(self, source: FileSource) -> LineEncoder | None:
         try:
-            f = open_input(path)
-        except InputError as e:
-            self.stats.unreadable.append(path)
-            print(f"shadowtap: error: {e.message}", file=sys.stderr)
-            return
-        try:
-            await self._ship_lines(iter_lines(f, name), name)
-        finally:
-            if f is not sys.stdin.buffer:
-                f.close()
+            return self._encoders[source]
+        except KeyError:
+            if len(self._encoders) > 64:
+                self._encoders.clear()
+            encode = self._encoders[source] = self.fast(source.fingerprint, source.name)
+            return encode
 
-    async def _ship_lines(self, lines: Iterable[tuple[int, bytes, bool]], name: str) -> None:
-        stats, parse, send, transform = self.stats, self.parse, self.sink.send, self.transform
-        fp = None
-        lineno = 0
-        for offset, line, complete in lines:
+    async def _ship_encoded(self, chunk: Chunk, encode: LineEncoder) -> None:
+        def general(index: int, line: bytes, offset: int) -> bytes | None:
+            record = self._record(chunk.source, line, offset, chunk.line + index + 1)
+            return None if record is None else encode_record(record)
+
+        out = encode(chunk.lines, chunk.offset, general)
+        self.stats.lines += len(chunk.lines)
+        self.stats.records += len(out)
+        await self.sink.send_encoded(out)
+
+    async def _ship_records(self, chunk: Chunk) -> None:
+        send = self.sink.send
+        offset, lineno = chunk.offset, chunk.line
+        for line in chunk.lines:
             lineno += 1
-            if fp is None:
-                fp = fingerprint(line + b"\n")
-            if not line or line.isspace():
-                continue
-            stats.lines += 1
-            try:
-                record = parse(line, name=name, offset=offset, fingerprint=fp)
-            except ParseError as e:
-                if not complete:
-                    e = ParseError("torn_line", f"last line has no newline and does not parse: {e.message}")
-                self._dead(name, lineno, offset, e, line)
-                continue
-            if transform is not None:
-                record = transform(record)
-            await send(record)
-            stats.records += 1
-            if stats.records % FLUSH_EVERY == 0:
-                await self.sink.flush()
+            self.stats.lines += 1
+            record = self._record(chunk.source, line, offset, lineno)
+            if record is not None:
+                await send(record)
+                self.stats.records += 1
+            offset += len(line) + 1
+
+    async def _ship_partial(self, chunk: Chunk) -> None:
+        """The unterminated end of a file (a record when it parses: many files lack the last
+        newline) or a piece that cannot be a line (cut at the maximum length, a bad frame)."""
+        line, lineno = chunk.partial, chunk.line + len(chunk.lines) + 1
+        offset = chunk.offset + sum(len(x) + 1 for x in chunk.lines)
+        self.stats.lines += 1
+        if chunk.partial_reason != "torn_line":
+            self._dead(chunk.source.name, lineno, offset, ParseError(
+                chunk.partial_reason, _PARTIAL.get(chunk.partial_reason, chunk.partial_reason)), line)
+            return
+        record = self._record(chunk.source, line, offset, lineno, torn=True)
+        if record is not None:
+            await self.sink.send(record)
+            self.stats.records += 1
+
+    def _record(self, source: FileSource, line: bytes, offset: int, lineno: int,
+                torn: bool = False) -> Record | None:
+        """The general path for one line: a Record to send, or None (counted skip or dead letter)."""
+        if not line or line.isspace():
+            self.stats.skipped[BLANK] += 1
+            return None
+        try:
+            record = self.parse(line, name=source.name, offset=offset, fingerprint=source.fingerprint)
+        except SkipLine as e:
+            self.stats.skipped[e.reason] += 1
+            return None
+        except ParseError as e:
+            if torn:
+                e = ParseError("torn_line", f"last line has no newline and does not parse: {e.message}")
+            self._dead(source.name, lineno, offset, e, line)
+            return None
+        if self.select is not None:
+            record, reason = self.select(record)
+            if record is None:
+                self.stats.skipped[reason] += 1
+                return None
+        return self.scrubber(record) if self.scrubber is not None else record
 
     def _dead(self, name: str, lineno: int, offset: int, error: ParseError, raw: bytes) -> None:
         self.stats.dead[error.reason] += 1
         self.dead_letters.add(name, lineno, offset, error, raw)
         if self.strict:
-            raise ShadowtapError(f"{name}:{lineno}: {error.message} (--on-error fail)")
+            message = self.scrubber.text(error.message) if self.scrubber else error.message
+            raise ShadowtapError(f"{name}:{lineno}: {message} (--on-error fail)")
+
+    def count_unreadable(self, path: str, error: InputError) -> None:
+        """A file that could not be read at all: named on stderr, counted, and the run goes on."""
+        self.stats.unreadable.append(path)
+        print(f"shadowtap: error: {error.message}", file=sys.stderr)

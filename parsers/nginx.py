@@ -11,8 +11,12 @@ writes values verbatim.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+import orjson
+
+from parsers.encode import FAST_REQUEST, SAFE, SAFE_WORD, Codegen, LineEncoder, ScrubRules
 from shadowtap.errors import FormatError, ParseError
 from shadowtap.record import Origin, Record, Response, decode_target
 
@@ -64,6 +68,21 @@ _UPSTREAM_LISTS = frozenset(
     "upstream_bytes_sent".split()
 )
 _QUOTED = {"default": rb'([^"]*)', "json": rb'((?:[^"\\]|\\.)*)', "none": rb"(.*?)"}
+
+# The same shapes for the fast path's strict regex (parsers/encode.py): only JSON-safe bytes,
+# and plain numbers where the Record takes a number.
+_FAST_NUMBER = rb"(0|[1-9]\d{0,14})"
+_FAST_TIGHT = {
+    **_TIGHT,
+    "status": rb"([1-9]\d\d)",
+    "body_bytes_sent": _FAST_NUMBER,
+    "time_iso8601": rb"([" + SAFE_WORD + rb"]+)",
+    "time_local": rb"([" + SAFE_WORD + rb"]+ [" + SAFE_WORD + rb"]+)",
+    "remote_addr": rb"([" + SAFE_WORD + rb"]+)",
+    "host": rb"([" + SAFE_WORD + rb"]*)",
+}
+_FAST_ITEM = rb"[" + SAFE_WORD.replace(b"\\x23-\\x5b", b"\\x23-\\x2b\\x2d-\\x5b") + rb"]+"
+_FAST_UPSTREAM_LIST = rb"((?:" + _FAST_ITEM + rb"(?:(?:, | : )" + _FAST_ITEM + rb")*)?)"
 
 # Variables with a place in the Record; every other one goes to `fields`.
 _TIME_VARS = ("msec", "time_iso8601", "time_local")  # in order of preference
@@ -139,25 +158,30 @@ def _tokenize(fmt: str) -> list[str | tuple[str]]:
     return pieces
 
 
-def _var_pattern(name: str, before: str, after: str, escape: str) -> bytes:
-    """The regex group for one variable, from its kind and the literal text around it."""
-    if before.endswith('"') and after.startswith('"'):
-        return _QUOTED[escape]
+def _var_pattern(name: str, before: str, after: str, escape: str, fast: bool = False) -> bytes:
+    """The regex group for one variable, from its kind and the literal text around it; `fast`
+    gives the strict variant of the fast path (a quoted `$request` is then three groups)."""
+    quoted = before.endswith('"') and after.startswith('"')
+    if not fast:
+        if quoted:
+            return _QUOTED[escape]
+        if name == "time_local" and before.endswith("[") and after.startswith("]"):
+            return rb"([^\]]*)"
+        return _TIGHT.get(name) or (_UPSTREAM_LIST if name in _UPSTREAM_LISTS else rb"(.*?)")
+    if quoted:
+        return FAST_REQUEST if name == "request" else rb"([" + SAFE + rb"]*)"
     if name == "time_local" and before.endswith("[") and after.startswith("]"):
-        return rb"([^\]]*)"
-    if name in _TIGHT:
-        return _TIGHT[name]
-    if name in _UPSTREAM_LISTS:
-        return _UPSTREAM_LIST
-    return rb"(.*?)"
+        return rb"([" + SAFE.replace(b"\\x5d", b"\\x5e") + rb"]*)"
+    return _FAST_TIGHT.get(name) or (_FAST_UPSTREAM_LIST if name in _UPSTREAM_LISTS else rb"([" + SAFE + rb"]*?)")
 
 
 class NginxFormat:
     """One compiled nginx log_format: `parse` turns a log line into a Record."""
 
     __slots__ = (
-        "_hot", "_i_args", "_i_method", "_i_protocol", "_i_target", "_i_uri", "_match", "_methods",
-        "_missing", "_time_cache", "_time_kind", "_unescape", "_versions", "escape", "fmt", "variables",
+        "_fast_groups", "_fast_match", "_fast_request", "_hot", "_i_args", "_i_method", "_i_protocol",
+        "_i_target", "_i_uri", "_match", "_methods", "_missing", "_time_cache", "_time_kind", "_unescape",
+        "_versions", "escape", "fmt", "variables",
     )
 
     def __init__(self, fmt: str, escape: str) -> None:
@@ -178,14 +202,27 @@ class NginxFormat:
             piece = pieces[k] if 0 <= k < len(pieces) else ""
             return piece if isinstance(piece, str) else ""
 
-        regex = []
+        regex, fast = [], []
+        self._fast_groups: list[int] = []
+        """For each variable, its first group in the fast regex."""
+        self._fast_request = False
+        """Whether the (first) `$request` is quoted: three groups in the fast regex."""
+        group = 0
         for k, piece in enumerate(pieces):
             if isinstance(piece, str):
                 regex.append(re.escape(piece.encode("utf-8", "surrogateescape")))
+                fast.append(regex[-1])
             else:
-                regex.append(_var_pattern(piece[0], literal(k - 1), literal(k + 1), escape))
+                before, after = literal(k - 1), literal(k + 1)
+                regex.append(_var_pattern(piece[0], before, after, escape))
+                fast.append(_var_pattern(piece[0], before, after, escape, fast=True))
+                if piece[0] == "request" and "request" not in self.variables[:len(self._fast_groups)]:
+                    self._fast_request = fast[-1] is FAST_REQUEST
+                self._fast_groups.append(group)
+                group += re.compile(fast[-1]).groups
         regex.append(rb"\r?")
         self._match = re.compile(b"".join(regex), re.DOTALL).fullmatch
+        self._fast_match = re.compile(b"".join(fast)).fullmatch
         self._missing = b"-" if escape == "default" else b""
         self._unescape = _UNESCAPE[escape]
         self._time_cache: dict[bytes, float] = {}
@@ -411,7 +448,7 @@ class NginxFormat:
                     fields["status"] = self._text(v)
             if i_bytes >= 0:
                 v = g[i_bytes]
-                if v.isdigit():
+                if v.isdigit() and len(v) < 16:  # JSON encoders stop at 64 bits
                     size = int(v)
                 elif v != miss:
                     fields["body_bytes_sent"] = self._text(v)
@@ -433,6 +470,154 @@ class NginxFormat:
             f"{fingerprint}-{offset}", ts, method, target, version, host, tuple(headers), body,
             client, None, Origin("nginx", name, offset), response, fields, target_raw,
         )
+
+    def fast_encoder(self, fingerprint: str, name: str | None, rules: ScrubRules | None) -> LineEncoder | None:
+        """A LineEncoder for this format (see parsers/encode.py), or None when the format has
+        parts the fast path does not handle (escape=none, no quoted `$request`, `$request_body`)."""
+        if self.escape == "none" or not self._fast_request or self._hot[11] >= 0:
+            return None
+        return _fast_encoder(self, fingerprint, name, rules)
+
+
+def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: ScrubRules | None) -> LineEncoder:
+    """Generate the LineEncoder of `fmt` (see parsers/encode.py and NginxFormat.fast_encoder).
+
+    The strict regex admits only values without backslash (so nginx escaped nothing), quotes or
+    control bytes, and only plain numbers for status and size: they are copied between JSON
+    quotes as they are. What the general path does per value (a not-found `-` or `""` becomes
+    null or leaves the header out, scrubbing, the time cache) is written out per group.
+    """
+    (miss, _, _, _, _, i_request, i_time, i_status, i_bytes, i_request_time, i_client, _,
+     host_plan, header_plan, field_plan) = fmt._hot
+    fast = fmt._fast_groups
+    gen = Codegen()
+    match, miss_c, null = gen.const(fmt._fast_match), gen.const(miss), gen.const(b"null")
+    cache = gen.const(rules.targets) if rules is not None else ""
+    gen.line(f"m = {match}(line)")
+    gen.line("if m is None:")
+    gen.bail(1)
+    gen.line(f"{', '.join(f'g{i}' for i in range(fmt._fast_match.__self__.groups))}, = m.groups()")
+    method, target, version = (f"g{fast[i_request] + k}" for k in range(3))
+
+    def scrubbed(group: str, scrub: Callable[[bytes], bytes] | None) -> str:
+        if scrub is None:
+            return group
+        if rules is not None and scrub == rules.target:
+            return f"(({cache}.get({group}) or {gen.const(scrub)}({group})) if b'?' in {group} else {group})"
+        return f"{gen.const(scrub)}({group})"
+
+    def quoted_or_null(i: int, scrub: Callable[[bytes], bytes] | None = None) -> str:
+        return f"({null} if g{fast[i]} == {miss_c} else b'\"' + {scrubbed(f'g{fast[i]}', scrub)} + b'\"')"
+
+    if rules is not None:
+        gen.line(f"if b'?' in {target}:")
+        gen.line(f"    {target} = {cache}.get({target}) or {gen.const(rules.target)}({target})")
+    if i_time < 0:
+        gen.line("ts = b'0.0'")
+    elif i_request_time < 0 and fmt._time_kind != "msec":
+        times = _TimeJson(fmt)
+        gen.line(f"ts = {gen.const(times.cache)}.get(g{fast[i_time]})")
+        gen.line("if ts is None:")
+        gen.line(f"    ts = {gen.const(times)}(g{fast[i_time]})")
+        gen.line("    if ts is None:")
+        gen.bail(2)
+    else:
+        request_time = f"g{fast[i_request_time]}" if i_request_time >= 0 else miss_c
+        gen.line(f"ts, elapsed = {gen.const(_timing(fmt))}(g{fast[i_time]}, {request_time})")
+        gen.line("if ts is None:")
+        gen.bail(1)
+    host = null
+    for i in reversed(host_plan):
+        host = f"(b'\"' + g{fast[i]} + b'\"' if g{fast[i]} != {miss_c} else {host})"
+    for k, (i, header) in enumerate(header_plan):
+        scrub = rules.header(header) if rules is not None else None
+        opening = gen.const(b",[" + orjson.dumps(header) + b',"')
+        gen.line(f"h{k} = b'' if g{fast[i]} == {miss_c} else {opening} + {scrubbed(f'g{fast[i]}', scrub)} + b'\"]'")
+
+    gen.line("pos = b'%d' % offset")
+    gen.lit(b'{"v":1,"id":"' + fingerprint.encode() + b"-")
+    gen.var("pos")
+    gen.lit(b'","ts":')
+    gen.var("ts")
+    gen.lit(b',"method":"')
+    gen.var(method)
+    gen.lit(b'","target":"')
+    gen.var(target)
+    gen.lit(b'","version":"')
+    gen.var(version)
+    gen.lit(b'","host":')
+    if host_plan:
+        gen.var(host)
+    else:
+        gen.lit(b"null")
+    gen.lit(b',"headers":[')
+    if header_plan:
+        gen.var(f"({' + '.join(f'h{k}' for k in range(len(header_plan)))})[1:]")
+    gen.lit(b'],"body":null,"client":')
+    if i_client >= 0:
+        gen.var(quoted_or_null(i_client))
+    else:
+        gen.lit(b"null")
+    gen.lit(b',"session":null,"origin":{"kind":"nginx","name":' + orjson.dumps(name) + b',"pos":')
+    gen.var("pos")
+    gen.lit(b'},"response":')
+    if i_status >= 0 or i_bytes >= 0 or i_request_time >= 0:
+        for label, expression in ((b'{"status":', f"g{fast[i_status]}" if i_status >= 0 else None),
+                                  (b',"elapsed_ms":', "elapsed" if i_request_time >= 0 else None),
+                                  (b',"bytes":', f"g{fast[i_bytes]}" if i_bytes >= 0 else None)):
+            gen.lit(label)
+            if expression is None:
+                gen.lit(b"null")
+            else:
+                gen.var(expression)
+        gen.lit(b"}")
+    else:
+        gen.lit(b"null")
+    gen.lit(b',"fields":{')
+    for k, (i, key) in enumerate(field_plan):
+        gen.lit((b"," if k else b"") + orjson.dumps(key) + b":")
+        gen.var(quoted_or_null(i, rules.field(key) if rules is not None else None))
+    gen.lit(b"}}")
+    return gen.build(f"nginx {fmt.fmt!r}")
+
+
+class _TimeJson:
+    """The JSON ts of a time value (no `$request_time` to subtract), learned into `cache`."""
+
+    def __init__(self, fmt: NginxFormat) -> None:
+        self.fmt = fmt
+        self.cache: dict[bytes, bytes] = {}
+
+    def __call__(self, raw: bytes) -> bytes | None:
+        try:
+            ts = self.fmt._time_cache.get(raw) or self.fmt._time_miss(raw)
+        except ParseError:
+            return None
+        if len(self.cache) >= _TIME_CACHE_MAX:
+            self.cache.clear()
+        self.cache[raw] = orjson.dumps(round(ts, 6))
+        return self.cache[raw]
+
+
+def _timing(fmt: NginxFormat) -> Callable[[bytes, bytes], tuple[bytes | None, bytes]]:
+    """(ts, elapsed_ms) as JSON for a time value and a `$request_time` (or the not-found value):
+    the arrival time is the log time minus the request time, as in `parse`."""
+    miss = fmt._missing
+
+    def timing(raw: bytes, request_time: bytes) -> tuple[bytes | None, bytes]:
+        try:
+            ts = fmt._time_cache.get(raw) or fmt._time_miss(raw)
+        except ParseError:
+            return None, b""
+        if request_time == miss:
+            return orjson.dumps(round(ts, 6)), b"null"
+        try:
+            seconds = float(request_time)
+        except ValueError:
+            return None, b""
+        return orjson.dumps(round(ts - seconds, 6)), orjson.dumps(round(seconds * 1000.0, 3))
+
+    return timing
 
 
 def compile_format(fmt: str, escape: str = "default") -> NginxFormat:

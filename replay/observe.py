@@ -8,9 +8,10 @@ reporting never stops a replay.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from shadowtap.errors import StreamError
@@ -49,17 +50,18 @@ class Histogram:
         self.min = 0
         self.max = 0
 
-    def record(self, ms: float) -> None:
-        """Add one value in milliseconds (negative values count as 0)."""
+    def record(self, ms: float, n: int = 1) -> None:
+        """Add a value in milliseconds `n` times (negative values count as 0)."""
         v = int(ms * 1e6) if ms > 0 else 0
-        b = v.bit_length() - self.SUB_BITS
-        i = v if b <= 0 else (b << (self.SUB_BITS - 1)) + (v >> b)
-        self.counts[i] = self.counts.get(i, 0) + 1
-        if self.count == 0 or v < self.min:
+        b = v.bit_length() - 8
+        i = v if b <= 0 else (b << 7) + (v >> b)  # SUB_BITS = 8, spelled out: this runs per request
+        counts = self.counts
+        counts[i] = counts.get(i, 0) + n
+        if v < self.min or not self.count:
             self.min = v
         if v > self.max:
             self.max = v
-        self.count += 1
+        self.count += n
 
     def merge(self, other: Histogram) -> None:
         """Add all of `other`'s values to this histogram."""
@@ -107,33 +109,128 @@ class Histogram:
         return {k: None if v is None else round(v, digits) for k, v in zip(PERCENTILES, values, strict=True)}
 
 
-class TargetStats:
-    """What one target did: request and response counts, errors, statuses, latencies."""
+LATE_MS = 10.0
+"""A request dispatched more than this many milliseconds after its deadline counts as late."""
 
-    __slots__ = ("corrected", "errors", "latency", "name", "requests", "responses", "status", "url")
+ENDPOINT_LIMIT = 500
+"""Endpoints kept per target; requests to further ones are counted under OTHER_ENDPOINT."""
+
+OTHER_ENDPOINT = "(other)"
+
+_CACHE_LIMIT = 1 << 16
+"""(method, path) pairs whose endpoint is remembered per target before the memo starts over."""
+
+_ID_SEGMENT = re.compile(
+    r"(?<=/)(?:\d+"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?=[a-fA-F]*\d)[0-9a-fA-F]{8,})(?=/|$)"
+)
+"""Whole path segments that identify a resource: numbers, UUIDs, hex strings of 8+ digits with a digit."""
+
+
+def path_template(target: str) -> str:
+    """The path of a request target with its id segments as `{id}`, the query dropped.
+
+    `/users/42/orders/6f1c9a2e-0d3b-4c1e-9a57-1f2e3d4c5b6a?x=1` → `/users/{id}/orders/{id}`.
+    A hex segment needs a digit, so that words like `deadbeef` or `facade` stay as they are.
+    """
+    return _ID_SEGMENT.sub("{id}", target.split("?", 1)[0])
+
+
+class EndpointStats:
+    """Requests to one endpoint (method + path template) of one target."""
+
+    __slots__ = ("errors", "latency", "requests", "status")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.status: dict[int, int] = {}
+        self.latency = Histogram()
+        """done − sent of every response, ms."""
+
+
+class TargetStats:
+    """What one target did: request and response counts, errors by class, statuses, latencies,
+    and the same per endpoint.
+
+    Counts, statuses and the latency histogram are kept per endpoint only and summed when
+    read (histograms merge exactly), so a request costs one memoised endpoint lookup and two
+    histogram updates: this runs for every response, at up to tens of thousands a second.
+    """
+
+    __slots__ = ("_memo", "_memo_size", "corrected", "endpoints", "errors", "name", "url")
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
         self.url = url
-        self.requests = 0
-        self.responses = 0
         self.errors: Counter[str] = Counter()
-        self.status: Counter[str] = Counter()
-        self.latency = Histogram()
-        """done − sent of every response, ms."""
+        """Requests without a response, by error class."""
         self.corrected = Histogram()
         """done − intended of every response, ms (free of coordinated omission)."""
+        self.endpoints: dict[str, EndpointStats] = {}
+        """Keyed by `METHOD /path/{id}`."""
+        self._memo: dict[str, dict[str, EndpointStats]] = {}
+        self._memo_size = 0
+
+    @property
+    def requests(self) -> int:
+        return sum(e.requests for e in self.endpoints.values())
+
+    @property
+    def responses(self) -> int:
+        return sum(e.requests - e.errors for e in self.endpoints.values())
+
+    @property
+    def status(self) -> Counter[int]:
+        total: Counter[int] = Counter()
+        for e in self.endpoints.values():
+            total.update(e.status)
+        return total
+
+    @property
+    def latency(self) -> Histogram:
+        """done − sent of every response, ms."""
+        total = Histogram()
+        for e in self.endpoints.values():
+            total.merge(e.latency)
+        return total
+
+    def endpoint(self, method: str, path: str) -> EndpointStats:
+        """The stats of the endpoint a request belongs to (memoised by method and path)."""
+        by_path = self._memo.get(method)
+        stats = None if by_path is None else by_path.get(path)
+        if stats is not None:
+            return stats
+        name = f"{method} {path_template(path)}"
+        stats = self.endpoints.get(name)
+        if stats is None:
+            if len(self.endpoints) >= ENDPOINT_LIMIT:
+                name = OTHER_ENDPOINT
+                stats = self.endpoints.get(name)
+            if stats is None:
+                stats = self.endpoints[name] = EndpointStats()
+        if self._memo_size >= _CACHE_LIMIT:
+            self._memo.clear()
+            self._memo_size = 0
+        self._memo.setdefault(method, {})[path] = stats
+        self._memo_size += 1
+        return stats
 
     def add(self, o: Outcome) -> None:
-        self.requests += 1
-        if o.status is None:
+        endpoint = self.endpoint(o.method, o.path)
+        endpoint.requests += 1
+        status = o.status
+        if status is None:
             self.errors[o.error or "other"] += 1
+            endpoint.errors += 1
             return
-        self.responses += 1
-        self.status[str(o.status)] += 1
+        counts = endpoint.status
+        counts[status] = counts.get(status, 0) + 1
+        done = o.done
         if o.sent is not None:
-            self.latency.record((o.done - o.sent) * 1000.0)
-        self.corrected.record((o.done - o.intended) * 1000.0)
+            endpoint.latency.record((done - o.sent) * 1000.0)
+        self.corrected.record((done - o.intended) * 1000.0)
 
 
 class StatsListener:
@@ -152,27 +249,79 @@ class StatsListener:
 class ScheduleStats:
     """How well the schedule was kept. Counts are requests (one record to one target).
 
-    `planned` requests were due; each was either `sent` or `dropped` (its target had
-    --max-inflight requests outstanding). Records never scheduled are counted in `skipped`
-    by reason. `lag` is sent − intended of every sent request, ms.
+    `planned` requests were due; each was either `sent` (handed to its target's sender) or
+    `dropped` (the target had --max-inflight requests outstanding). Records never scheduled
+    are counted in `skipped` by reason. `lag` is dispatch time − deadline of every sent
+    request, ms: the generator's own lateness, never the target's.
     """
 
     def __init__(self) -> None:
         self.planned = 0
         self.sent = 0
         self.dropped = 0
+        self.late = 0
+        """Sent requests with a lag above LATE_MS."""
         self.skipped: Counter[str] = Counter()
         self.lag = Histogram()
         self.window_s = 0.0
         """Seconds the schedule covered (for achieved_rps); set when scheduling stops."""
+        self.stopped = ""
+        """Why scheduling stopped: `input ended`, `duration`, `limit`, `profile ended`, `interrupted`, `aborted`."""
 
     @property
     def achieved_rps(self) -> float | None:
         return self.sent / self.window_s if self.window_s > 0 else None
 
-    def on_outcome(self, outcome: Outcome) -> None:
-        if outcome.sent is not None:
-            self.lag.record((outcome.sent - outcome.intended) * 1000.0)
+    def record_lag(self, ms: float, requests: int) -> None:
+        """`requests` requests of one record were dispatched `ms` after their deadline."""
+        self.lag.record(ms, requests)
+        if ms > LATE_MS:
+            self.late += requests
+
+
+class CircuitBreaker:
+    """Calls `trip(reason)` once, when a target's failures over its last `window` requests reach
+    `threshold` (a fraction). A failure is a 5xx status or no response at all; requests the run
+    itself cancelled do not count. Each target has its own window, so one broken candidate
+    stops the run however healthy the others are."""
+
+    def __init__(self, threshold: float, window: int, trip: Callable[[str], None]) -> None:
+        self.threshold = threshold
+        self.window = window
+        self._trip = trip
+        self._rings: dict[str, list[str | None]] = {}
+        self._pos: dict[str, int] = {}
+        self._failures: Counter[str] = Counter()
+        self._seen: Counter[str] = Counter()
+        self.tripped: str | None = None
+
+    def on_outcome(self, o: Outcome) -> None:
+        if o.error == "cancelled":
+            return
+        name = o.target
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = self._rings[name] = [None] * self.window
+            self._pos[name] = 0
+        if o.status is None:
+            failure: str | None = o.error or "other"
+        else:
+            failure = str(o.status) if o.status >= 500 else None
+        pos = self._pos[name]
+        if ring[pos] is not None:
+            self._failures[name] -= 1
+        ring[pos] = failure
+        if failure is not None:
+            self._failures[name] += 1
+        self._pos[name] = (pos + 1) % self.window
+        self._seen[name] += 1
+        if (self.tripped is None and self._seen[name] >= self.window
+                and self._failures[name] >= self.threshold * self.window):
+            kinds = Counter(f for f in ring if f is not None)
+            detail = ", ".join(f"{k}: {n}" for k, n in kinds.most_common())
+            self.tripped = (f"target {name!r}: {self._failures[name]} of its last {self.window} requests failed "
+                            f"({detail}), at or above --abort-on-error-rate {self.threshold:.0%}")
+            self._trip(self.tripped)
 
     def close(self) -> None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from replay.schedule import Pacing
@@ -11,15 +12,41 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 DEFAULT_MARKER = ("X-Shadowtap", "1")
 
+CLIENTS = ("auto", "lean", "aiohttp")
+"""Sender implementations: `lean` (asyncio protocol + httptools, plain http only), `aiohttp`
+(also https), `auto` (lean for http:// targets, aiohttp for https://)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A named base URL that receives replayed requests."""
+    """A named base URL that receives replayed requests, with its own rules."""
 
     name: str
     """Name used in outcomes and reports (`t1`, `t2`, ... unless given)."""
     url: str
     """Base URL, http:// or https://; a path prefix is put before every record's target."""
+    timeout: float | None = None
+    """Seconds a request may take from send to the end of the response (None: the run's)."""
+    set_headers: tuple[tuple[str, str], ...] = ()
+    """Headers replacing every header of the same name (or added), in this order."""
+    drop_headers: frozenset[str] = frozenset()
+    """Lower-case names of headers removed from every request to this target."""
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("https://")
+
+
+@dataclass(frozen=True, slots=True)
+class PathRewrite:
+    """`--rewrite-path REGEX=>REPLACEMENT`, applied to the request target (path and query)."""
+
+    pattern: str
+    replacement: str
+
+    def compile(self) -> tuple[re.Pattern[str], re.Pattern[bytes]]:
+        """The pattern for text targets and the same pattern for raw (non-UTF-8) target bytes."""
+        return re.compile(self.pattern), re.compile(self.pattern.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +55,50 @@ class ReplayOptions:
 
     pacing: Pacing = field(default_factory=Pacing)
     max_inflight: int = 256
-    """Outstanding requests per target before further ones are dropped (counted)."""
+    """Requests per target that may be outstanding (queued for a connection or on the wire);
+    a request due beyond it is dropped and counted."""
+    connections: int | None = None
+    """Keep-alive connections per target (None: as many as max_inflight)."""
+    wait_for_slot: bool | None = None
+    """Wait for a free slot instead of dropping (None: only with `--rate max`)."""
     duration: float | None = None
     """Stop scheduling after this many seconds."""
     limit: int | None = None
     """Stop after this many records were scheduled."""
+    loop: bool = False
+    """Repeat the input (it must be a file) until --duration or --limit stops the run."""
     timeout: float = 10.0
-    """Seconds a request may take from send to the end of the response."""
+    """Seconds a request may take from send to the end of the response (per target: Target.timeout)."""
     allow_writes: bool = False
     """Also replay methods other than GET, HEAD and OPTIONS."""
     marker: tuple[str, str] = DEFAULT_MARKER
     """Header put on every replayed request."""
     host_header: str | None = None
     """Host header for every request instead of the record's."""
+    rewrite_paths: tuple[PathRewrite, ...] = ()
+    """Applied in order to every request target."""
+    client: str = "auto"
+    """Which sender implementation (see CLIENTS)."""
+    insecure: bool = False
+    """Do not verify TLS certificates of https:// targets (self-signed debug builds)."""
+    abort_error_rate: float | None = None
+    """Stop the run when a target's share of failed requests (5xx or no response) over the
+    last `error_window` requests reaches this fraction (0–1)."""
+    error_window: int = 100
+    """Requests per target the circuit breaker looks back over."""
+    capture: bool = False
+    """Keep the exact request and response bytes of every exchange (tee --dump)."""
     progress: bool = False
     """Show a live progress line on stderr."""
     handle_signals: bool = True
     """Turn SIGINT/SIGTERM into a graceful stop (main thread only)."""
+
+    @property
+    def pool_size(self) -> int:
+        return min(self.connections or self.max_inflight, self.max_inflight)
+
+    def timeout_for(self, target: Target) -> float:
+        return self.timeout if target.timeout is None else target.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +113,35 @@ class ShadowOptions:
     """JSONL file (or `-`) receiving one Outcome per request per target."""
     report: str | None = None
     """JSON report file (or `-`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One `--match` filter of tee; a record passes when every filter matches."""
+
+    kind: str
+    """`method`, `path`, `header` or `status`."""
+    value: str
+    """Methods (comma-separated), a path regex, a header value, or statuses (`500`, `5xx`, comma-separated)."""
+    name: str = ""
+    """The header name, for kind `header`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TeeOptions:
+    """Everything `shadowtap replay tee` needs."""
+
+    input: str
+    target: Target
+    replay: ReplayOptions = field(default_factory=ReplayOptions)
+    follow: bool = False
+    """Keep reading the input as it grows (a JSONL file being written, or stdin until it closes)."""
+    from_end: bool = False
+    """With follow: skip what the file already holds."""
+    matches: tuple[Match, ...] = ()
+    dump: str | None = None
+    """Directory receiving request/response pairs of differing or failed requests."""
+    dump_all: bool = False
+    """Dump every exchange, not only the differing or failed ones."""
+    outcomes: str | None = None
+    report: str | None = None

@@ -4,30 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from replay.observe import ScheduleStats, StatsListener
+from replay.observe import LATE_MS, ScheduleStats, StatsListener, TargetStats
 from shadowtap.errors import StreamError
 
 PROGRESS_INTERVAL_S = 0.25
 """The progress line is refreshed at most 4 times a second."""
 
 
-def build_report(schedule: ScheduleStats, stats: StatsListener) -> dict[str, Any]:
-    """The JSON report: schedule counters and, per target, counts and latency percentiles (ms)."""
-    lag = schedule.lag.summary()
-    rps = schedule.achieved_rps
+def _counts(counter: Counter[int] | Counter[str]) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(counter.items())}
+
+
+def _endpoints(t: TargetStats) -> dict[str, Any]:
+    """Endpoints by request count, most requested first."""
+    ranked = sorted(t.endpoints.items(), key=lambda kv: (-kv[1].requests, kv[0]))
     return {
+        name: {
+            "requests": e.requests,
+            "errors": e.errors,
+            "status": _counts(e.status),
+            "latency_ms": {k: v for k, v in e.latency.summary().items() if k in ("p50", "p99", "max")},
+        }
+        for name, e in ranked
+    }
+
+
+def build_report(schedule: ScheduleStats, stats: StatsListener, aborted: str | None = None) -> dict[str, Any]:
+    """The JSON report: schedule counters and, per target, counts and latency percentiles (ms)."""
+    rps = schedule.achieved_rps
+    report: dict[str, Any] = {
         "schedule": {
             "planned": schedule.planned,
             "sent": schedule.sent,
             "dropped": schedule.dropped,
             "skipped": dict(sorted(schedule.skipped.items())),
             "achieved_rps": None if rps is None else round(rps, 1),
-            "lag_ms": {"p50": lag["p50"], "p99": lag["p99"], "max": lag["max"]},
+            "lag_ms": schedule.lag.summary(),
+            "late": schedule.late,
+            "late_ms": LATE_MS,
+            "stopped": schedule.stopped,
         },
         "targets": {
             name: {
@@ -35,13 +56,17 @@ def build_report(schedule: ScheduleStats, stats: StatsListener) -> dict[str, Any
                 "requests": t.requests,
                 "responses": t.responses,
                 "errors": dict(sorted(t.errors.items())),
-                "status": dict(sorted(t.status.items())),
+                "status": _counts(t.status),
                 "latency_ms": t.latency.summary(),
                 "corrected_ms": t.corrected.summary(),
+                "endpoints": _endpoints(t),
             }
             for name, t in stats.targets.items()
         },
     }
+    if aborted is not None:
+        report["aborted"] = aborted
+    return report
 
 
 def write_report(path: str, report: dict[str, Any]) -> None:
@@ -62,8 +87,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}" if value >= 100 else f"{value:.2f}"
 
 
+def _table(rows: list[list[str]]) -> list[str]:
+    """Rows as aligned text: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]).rstrip()
+            for r in rows]
+
+
+ENDPOINT_ROWS = 10
+"""Endpoints per target in the text table (the JSON report has all of them)."""
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text summary: one schedule line, then one aligned row per target.
+    """A plain-text summary: the schedule, one aligned row per target, errors by class, and the
+    busiest endpoints per target.
 
     ok % is the share of requests answered with a status below 400.
     """
@@ -71,13 +108,18 @@ def format_table(report: dict[str, Any]) -> str:
     skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
     rps = "-" if s["achieved_rps"] is None else f"{s['achieved_rps']:.1f}"
     across = f" across {len(report['targets'])} targets" if len(report["targets"]) > 1 else ""
+    lag = s["lag_ms"]
     lines = [
         f"schedule: planned {s['planned']}, sent {s['sent']}, dropped {s['dropped']}, "
-        f"skipped: {skipped}; {rps} requests/s{across}; lag p99 {_ms(s['lag_ms']['p99'])} ms",
+        f"skipped: {skipped}; {rps} requests/s{across}; stopped: {s['stopped'] or '-'}",
+        f"schedule lag ms: p50 {_ms(lag['p50'])}, p99 {_ms(lag['p99'])}, max {_ms(lag['max'])}; "
+        f"late (> {s['late_ms']:g} ms) {s['late']}",
     ]
-    header = ["target", "requests", "ok %", "errors", "p50 ms", "p99 ms", "max ms",
-              "p50 corr", "p99 corr", "max corr"]
-    rows = [header]
+    if "aborted" in report:
+        lines.append(f"aborted: {report['aborted']}")
+    rows = [["target", "requests", "ok %", "errors", "p50 ms", "p99 ms", "max ms",
+             "p50 corr", "p99 corr", "max corr"]]
+    notes = []
     for name, t in report["targets"].items():
         ok = sum(n for code, n in t["status"].items() if int(code) < 400)
         pct = f"{100.0 * ok / t['requests']:.1f}" if t["requests"] else "-"
@@ -87,15 +129,30 @@ def format_table(report: dict[str, Any]) -> str:
             _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["max"]),
             _ms(cor["p50"]), _ms(cor["p99"]), _ms(cor["max"]),
         ])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-        lines.append("  ".join(cells).rstrip())
+        statuses = ", ".join(f"{code} {n}" for code, n in t["status"].items()) or "none"
+        errors = ", ".join(f"{kind} {n}" for kind, n in t["errors"].items()) or "none"
+        notes.append(f"{name}: status {statuses}; errors {errors}")
+    lines += _table(rows)
+    lines += notes
+    for name, t in report["targets"].items():
+        endpoints = list(t["endpoints"].items())
+        if not endpoints:
+            continue
+        more = f" (top {ENDPOINT_ROWS} of {len(endpoints)})" if len(endpoints) > ENDPOINT_ROWS else ""
+        lines.append(f"{name} endpoints{more}:")
+        rows = [["  endpoint", "requests", "errors", "5xx", "p50 ms", "p99 ms", "max ms"]]
+        for endpoint, e in endpoints[:ENDPOINT_ROWS]:
+            fives = sum(n for code, n in e["status"].items() if int(code) >= 500)
+            lat = e["latency_ms"]
+            rows.append([f"  {endpoint}", str(e["requests"]), str(e["errors"]), str(fives),
+                         _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["max"])])
+        lines += _table(rows)
     return "\n".join(lines)
 
 
 class Progress:
-    """A live status line on stderr (sent, dropped, requests/s, in flight), until `stop()`."""
+    """A live status line on stderr until `stop()`: sent, requests/s, schedule lag p99, late
+    and dropped requests (the generator's own limits, kept apart from the target's), in flight."""
 
     def __init__(self, schedule: ScheduleStats, inflight: Callable[[], int]) -> None:
         self._schedule = schedule
@@ -110,9 +167,11 @@ class Progress:
             now, sent = loop.time(), self._schedule.sent
             rps = (sent - last_sent) / (now - last_t)
             last_t, last_sent = now, sent
+            s = self._schedule
+            (lag,) = s.lag.percentiles([99.0])
             sys.stderr.write(
-                f"\r\x1b[Ksent {sent}  dropped {self._schedule.dropped}  "
-                f"{rps:.0f} req/s  in flight {self._inflight()}"
+                f"\r\x1b[Ksent {sent}  {rps:.0f} req/s  lag p99 {_ms(lag)} ms  late {s.late}  "
+                f"dropped {s.dropped}  in flight {self._inflight()}"
             )
             sys.stderr.flush()
 

@@ -1,8 +1,14 @@
-"""Pure pacing: record timestamps and --speed/--rate become absolute deadlines on a clock.
+"""Pure pacing: record timestamps and --speed/--rate/--ramp/--stages become absolute deadlines.
 
 Every deadline is computed from the start time t0, never as "sleep the gap since the last
 send": a late send then does not push every later one back, so the replay cannot drift
 below the intended rate. The clock is injected, so tests check exact deadlines instantly.
+
+Rate profiles (a constant rate, a linear ramp, steps) are one mechanism: the profile's
+cumulative request count Λ(t) = ∫ rate is inverted, and request i is due when Λ reaches
+u_i, where u_i = i for evenly spaced arrivals and a running sum of unit exponential gaps for
+Poisson arrivals (time rescaling: that gives a Poisson process whose intensity follows the
+profile, as Iago and k6's arrival-rate executors do for a constant rate).
 """
 
 from __future__ import annotations
@@ -39,22 +45,73 @@ class MonotonicClock:
 
 
 @dataclass(frozen=True, slots=True)
+class Segment:
+    """One piece of a rate profile: the rate moves linearly from `start` to `end` requests/s."""
+
+    duration: float
+    """Seconds; `math.inf` for the last segment of a profile that holds its rate."""
+    start: float
+    end: float
+
+    @property
+    def count(self) -> float:
+        """Requests due within the segment (its area); inf for a held, non-zero rate."""
+        if self.duration == math.inf:
+            return math.inf if self.start > 0 else 0.0
+        return (self.start + self.end) / 2 * self.duration
+
+    def offset(self, u: float) -> float:
+        """Seconds into the segment at which `u` requests of it are due (u < count)."""
+        if self.start == self.end:
+            return u / self.start
+        if u == 0:
+            return 0.0
+        accel = (self.end - self.start) / self.duration
+        # Root of start·τ + accel·τ²/2 = u, in the form that stays exact as accel → 0.
+        return 2 * u / (self.start + math.sqrt(self.start * self.start + 2 * accel * u))
+
+
+def constant(rate: float) -> tuple[Segment, ...]:
+    """`--rate N`: N requests/s for ever."""
+    return (Segment(math.inf, rate, rate),)
+
+
+def ramp(start: float, end: float, duration: float) -> tuple[Segment, ...]:
+    """`--ramp START:END:DURATION`: a linear ramp, then the end rate held."""
+    return (Segment(duration, start, end), Segment(math.inf, end, end))
+
+
+def stages(steps: list[tuple[float, float]]) -> tuple[Segment, ...]:
+    """`--stages D1:R1,D2:R2,...`: each rate for its duration; the schedule ends after the last."""
+    return tuple(Segment(duration, rate, rate) for duration, rate in steps)
+
+
+@dataclass(frozen=True, slots=True)
 class Pacing:
-    """How records are spread in time."""
+    """How records are spread in time: by their timestamps, or by a rate profile."""
 
     speed: float = 1.0
-    """Replay the recorded timing this many times faster (used when `rate` is None)."""
+    """Replay the recorded timing this many times faster (used when there is no rate)."""
     rate: float | None = None
-    """Requests per second regardless of timestamps; `math.inf` means no deadline at all."""
+    """Constant requests per second regardless of timestamps; `math.inf` means no deadline at all."""
+    profile: tuple[Segment, ...] = ()
+    """A rate profile (`--ramp`, `--stages`); takes precedence over `rate`."""
     poisson: bool = False
-    """With `rate`: exponential gaps (a Poisson process) instead of even spacing."""
+    """With a rate: exponential gaps (a Poisson process) instead of even spacing."""
     seed: int = 0
     """Seed of the Poisson gaps, so a run can be reproduced."""
 
     @property
     def unpaced(self) -> bool:
         """True for `--rate max`: send as soon as an in-flight slot is free."""
-        return self.rate == math.inf
+        return not self.profile and self.rate == math.inf
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The rate profile, or () when pacing follows the timestamps (or is unpaced)."""
+        if self.profile:
+            return self.profile
+        return () if self.rate is None or self.unpaced else constant(self.rate)
 
 
 class Schedule:
@@ -62,30 +119,79 @@ class Schedule:
 
     Call `next_deadline(ts)` once per record, in order. It returns None when the record is
     due immediately: always with `--rate max`, and with `--speed` for a record stamped
-    earlier than the first one (out of order).
+    earlier than the first one (out of order). It returns `math.inf` once a finite profile
+    (`--stages`) is over; `end` is then when that happened.
     """
 
     def __init__(self, pacing: Pacing, t0: float) -> None:
         self.pacing = pacing
         self.t0 = t0
         self._ts0: float | None = None
+        self._segments = pacing.segments
         self._index = 0
-        self._elapsed = 0.0
+        self._u = 0.0
         self._rng = random.Random(pacing.seed)
+        # The segment the next request falls in: its number, start time and first count.
+        self._seg = 0
+        self._seg_t = t0
+        self._seg_u = 0.0
+        total = sum(s.duration for s in self._segments)
+        self.end = t0 + total if self._segments else math.inf
+        """When a finite rate profile is over (inf otherwise)."""
 
     def next_deadline(self, ts: float) -> float | None:
         p = self.pacing
-        if p.rate is None:
+        if not self._segments:
+            if p.rate is not None:  # --rate max
+                return None
             if self._ts0 is None:
                 self._ts0 = ts
             offset = ts - self._ts0
             return None if offset < 0 else self.t0 + offset / p.speed
-        if p.unpaced:
-            return None
-        i = self._index
+        if p.poisson:
+            if self._index:
+                self._u += self._rng.expovariate(1.0)
+            u = self._u
+        else:
+            u = float(self._index)
         self._index += 1
-        if not p.poisson:
-            return self.t0 + i / p.rate
-        if i:
-            self._elapsed += self._rng.expovariate(p.rate)
-        return self.t0 + self._elapsed
+        return self._deadline(u)
+
+    def _deadline(self, u: float) -> float:
+        """The time at which the profile's cumulative count reaches `u`."""
+        segments = self._segments
+        while self._seg < len(segments):
+            seg = segments[self._seg]
+            if u - self._seg_u < seg.count:
+                return self._seg_t + seg.offset(u - self._seg_u)
+            self._seg_u += seg.count
+            self._seg_t += seg.duration
+            self._seg += 1
+        return math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """How pass k of a looped input is shifted: timestamps by k·period, ids suffixed `#k`.
+
+    The period is the span of the first pass plus one average gap, so the first record of a
+    pass follows the last of the previous one as it would follow any other record.
+    """
+
+    first_ts: float
+    last_ts: float
+    count: int
+
+    @property
+    def period(self) -> float:
+        span = self.last_ts - self.first_ts
+        if self.count < 2 or span <= 0:
+            return 1.0
+        return span + span / (self.count - 1)
+
+    def ts(self, ts: float, k: int) -> float:
+        return ts + k * self.period
+
+    @staticmethod
+    def id(record_id: str, k: int) -> str:
+        return record_id if k == 0 else f"{record_id}#{k}"

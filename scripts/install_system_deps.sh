@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and benchmarks start for real, when missing:
 # nginx and HAProxy (log producers and targets), tcpdump and tshark (captures and the
-# cross-check), wrk (the replay benchmark's peer).
+# cross-check), wrk (the replay benchmark's peer), ab (a real client in the capture tests and
+# the pcap benchmark).
 # As root it uses apt-get; otherwise it says what to install and fails.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ has haproxy || need+=(haproxy)
 has tcpdump || need+=(tcpdump)
 has tshark || need+=(tshark)
 has wrk || need+=(wrk)
+has ab || need+=(apache2-utils)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -36,7 +36,7 @@ http {{
         listen 127.0.0.1:{port};
         server_name localhost;
         location / {{
-            return 200 "ok\\n";
+{location_extra}            return 200 "ok\\n";
         }}
     }}
 }}
@@ -70,9 +70,12 @@ def quote_format(fmt: str) -> str:
 class LocalNginx:
     """Context manager: a running nginx logging with `log_format` (and `escape`) to `access_log`."""
 
-    def __init__(self, log_format: str, escape: str = "default", workdir: str | None = None) -> None:
+    def __init__(self, log_format: str, escape: str = "default", workdir: str | None = None,
+                 location_extra: str = "") -> None:
         self.log_format = log_format
         self.escape = escape
+        self.location_extra = location_extra
+        """Directives added to `location /` (e.g. `access_log off;` for benchmarks); none by default."""
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="shadowtap-nginx-"))
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -88,7 +91,8 @@ class LocalNginx:
     def config_text(self) -> str:
         escape = "" if self.escape == "default" else f"escape={self.escape} "
         fmt = quote_format(self.log_format)
-        return CONFIG.format(dir=self.dir, port=self.port, escape=escape, format=fmt)
+        extra = "".join(f"            {line.strip()}\n" for line in self.location_extra.splitlines() if line.strip())
+        return CONFIG.format(dir=self.dir, port=self.port, escape=escape, format=fmt, location_extra=extra)
 
     def __enter__(self) -> LocalNginx:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +129,16 @@ class LocalNginx:
                     return lines
             time.sleep(0.05)
         raise RuntimeError(f"nginx logged {len(lines)} lines, expected {count}")
+
+    def reopen(self) -> None:
+        """`nginx -s reopen`: reopen the log files (after they were renamed away).
+
+        With master_process off there is no master to signal with `-s`; SIGUSR1 to the single
+        process does the same.
+        """
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("nginx is not running")
+        self.process.send_signal(signal.SIGUSR1)
 
     def __exit__(self, *exc: object) -> None:
         if self.process and self.process.poll() is None:

@@ -53,3 +53,8 @@ class ParseError(ShadowtapError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class SkipLine(ParseError):
+    """A well-formed input line that holds no HTTP request (a tcplog line, a connection notice,
+    `<BADREQ>`): counted as a skip by `reason`, never a dead letter."""

@@ -16,11 +16,14 @@ def is_spool(address: str) -> bool:
     return address.endswith("/") or os.path.isdir(address)
 
 
+def _gor_path(address: str) -> str:
+    path = address[len("gor:"):]
+    if not path:
+        raise UsageError(f"address {address!r}: gor: needs a file path (gor:PATH, or gor:- for stdin/stdout)")
+    return path
+
+
 def _reject_unbuilt(address: str) -> None:
-    for scheme in ("gor:",):
-        if address.startswith(scheme):
-            kind = scheme.rstrip(":/")
-            raise UsageError(f"address {address!r}: {kind} streams are not supported by this build yet")
     if "://" in address:
         raise UsageError(f"address {address!r}: unknown scheme (expected a path, '-', kafka:// or gor:)")
 
@@ -31,6 +34,10 @@ def open_source(address: str, options: StreamOptions = DEFAULT_OPTIONS) -> Sourc
         from shadowtap.streams.kafka import KafkaSource
 
         return KafkaSource(address, options)
+    if address.startswith("gor:"):
+        from shadowtap.streams.gor import GorSource
+
+        return GorSource(_gor_path(address))
     _reject_unbuilt(address)
     if address == "-":
         return JsonlSource(["-"])
@@ -49,6 +56,10 @@ def open_sink(address: str, options: StreamOptions = DEFAULT_OPTIONS) -> Sink:
         from shadowtap.streams.kafka import KafkaSink
 
         return KafkaSink(address, options.settings)
+    if address.startswith("gor:"):
+        from shadowtap.streams.gor import GorSink
+
+        return GorSink(_gor_path(address))
     _reject_unbuilt(address)
     if is_spool(address):
         return SpoolSink(address.rstrip("/") or "/")

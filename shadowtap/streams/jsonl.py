@@ -92,10 +92,18 @@ class JsonlSink:
         if len(self._buf) >= WRITE_BATCH:
             self._write_pending()
 
+    async def send_encoded(self, lines: list[bytes]) -> None:
+        """Append records already encoded as v1 JSON lines (without newlines), in order with
+        `send`: the capture fast path, which builds them without Record objects."""
+        self._buf.extend(lines)
+        if len(self._buf) >= WRITE_BATCH:
+            self._write_pending()
+
     def _write_pending(self) -> None:
         if not self._buf:
             return
-        data = b"\n".join(self._buf) + b"\n"
+        self._buf.append(b"")  # the join then ends with a newline, without copying the data again
+        data = b"\n".join(self._buf)
         self._buf.clear()
         try:
             self._file.write(data)
@@ -111,6 +119,16 @@ class JsonlSink:
             self._file.flush()
         except BrokenPipeError as e:
             raise StreamError("output closed by the reader (broken pipe)") from e
+
+    async def sync(self) -> None:
+        """`flush`, then fsync the file, so that what was sent survives a power loss too
+        (`flush` alone survives the process being killed). Nothing more for stdout."""
+        await self.flush()
+        if self._file is not sys.stdout.buffer:
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as e:
+                raise StreamError(f"cannot sync {self.path!r}: {e.strerror or e}") from e
 
     async def close(self) -> None:
         await self.flush()
@@ -144,13 +162,26 @@ class SpoolSink:
 
     async def send(self, record: Record) -> None:
         await self._sink.send(record)
+        await self._rotate()
+
+    async def send_encoded(self, lines: list[bytes]) -> None:
+        """Append already-encoded records (see JsonlSink.send_encoded)."""
+        await self._sink.send_encoded(lines)
+        await self._rotate()
+
+    async def _rotate(self) -> None:
         if self._base + self._sink.bytes_written >= self.segment_bytes:
+            await self._sink.sync()  # a finished segment is on disk before the next one starts
             await self._sink.close()
             self._index += 1
             self._open_segment()
 
     async def flush(self) -> None:
         await self._sink.flush()
+
+    async def sync(self) -> None:
+        """`flush`, then fsync the current segment (finished ones were synced when they closed)."""
+        await self._sink.sync()
 
     async def close(self) -> None:
         await self._sink.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -94,7 +96,7 @@ async def _ok(_request: web.Request, _server: Server) -> web.StreamResponse:
 
 
 @asynccontextmanager
-async def _serve(handler: Handler = _ok) -> AsyncIterator[Server]:
+async def _serve(handler: Handler = _ok, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
     server = Server("")
 
     async def entry(request: web.Request) -> web.StreamResponse:
@@ -110,10 +112,10 @@ async def _serve(handler: Handler = _ok) -> AsyncIterator[Server]:
     app.router.add_route("*", "/{tail:.*}", entry)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    server.url = f"http://127.0.0.1:{port}"
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         yield server
     finally:
@@ -123,8 +125,29 @@ async def _serve(handler: Handler = _ok) -> AsyncIterator[Server]:
 
 @pytest.fixture
 def serve():
-    """`async with serve(handler) as server:` an aiohttp target on 127.0.0.1 (handler optional)."""
+    """`async with serve(handler) as server:` an aiohttp target on 127.0.0.1 (handler optional;
+    `tls=` an SSLContext makes it https)."""
     return _serve
+
+
+@pytest.fixture(scope="session")
+def self_signed(tmp_path_factory) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (made by openssl)."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return ctx
+
+
+@pytest.fixture(params=["lean", "aiohttp"])
+def client(request) -> str:
+    """Both sender implementations, for tests that every sender must pass."""
+    return request.param
 
 
 @asynccontextmanager

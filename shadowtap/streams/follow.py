@@ -1,0 +1,145 @@
+"""Following a JSON Lines stream as it is written: a growing file (like `tail -F`), or stdin.
+
+A file is polled: complete lines are decoded as they appear, a line still being written
+waits for its newline, a truncated file (copytruncate) is read again from its start, and a
+file replaced under the same name (rename rotation) is finished and then the new one is
+opened. stdin is read without blocking the event loop until it closes. Iteration ends only
+when the consumer stops (break, cancellation) or stdin ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from shadowtap.errors import InputError, RecordError, VersionError
+from shadowtap.record import Record, decode_record
+from shadowtap.stream import Delivery
+
+POLL_S = 0.05
+"""How often a followed file is checked for new data when there was none."""
+
+CHUNK = 1 << 16
+
+
+class FollowSource:
+    """Records appended to a JSONL file (or written to stdin, `-`), as they arrive."""
+
+    def __init__(self, path: str, *, from_end: bool = False, poll_s: float = POLL_S) -> None:
+        self.path = path
+        self.from_end = from_end
+        self.poll_s = poll_s
+        self.skipped: Counter[str] = Counter()
+        if path != "-" and not os.path.isfile(path):
+            raise InputError(f"cannot follow {path!r}: not a file (--follow reads one JSONL file or '-')")
+
+    def _decode(self, line: bytes) -> Record | None:
+        if not line.strip():
+            return None
+        try:
+            return decode_record(line)
+        except VersionError:
+            raise
+        except RecordError:
+            self.skipped["bad_record"] += 1
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[Delivery]:
+        if self.path == "-" and not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+            lines = self._pipe_lines()
+        else:
+            lines = self._file_lines()
+        async for line in lines:
+            record = self._decode(line)
+            if record is not None:
+                yield Delivery(record)
+
+    async def _pipe_lines(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 24)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        try:
+            while line := await reader.readline():
+                if line.endswith(b"\n"):
+                    yield line
+                else:
+                    self.skipped["torn_line"] += 1  # stdin closed in the middle of a line
+        finally:
+            transport.close()
+
+    async def _file_lines(self) -> AsyncIterator[bytes]:
+        f = self._open()
+        if self.from_end:
+            self._skip_to_end(f)
+        rest = b""
+        try:
+            while True:
+                chunk = f.read(CHUNK)
+                if chunk:
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        yield line
+                    continue
+                if self._truncated(f):
+                    f.seek(0)
+                    rest = b""
+                    continue
+                rotated = self._rotated(f)
+                if rotated is not None:  # the old file is read to its end: move to the new one
+                    f.close()
+                    f, rest = rotated, b""
+                    continue
+                await asyncio.sleep(self.poll_s)
+        finally:
+            f.close()
+
+    def _open(self) -> BinaryIO:
+        try:
+            return open(sys.stdin.fileno() if self.path == "-" else self.path, "rb", closefd=self.path != "-")
+        except OSError as e:
+            raise InputError(f"cannot read {self.path!r}: {e.strerror or e}") from e
+
+    @staticmethod
+    def _skip_to_end(f: BinaryIO) -> None:
+        """Start after the last complete line (a torn last line is left to its writer)."""
+        size = f.seek(0, os.SEEK_END)
+        back = min(size, CHUNK)
+        f.seek(size - back)
+        tail = f.read(back)
+        cut = tail.rfind(b"\n")
+        f.seek(size - back + cut + 1 if cut >= 0 else size - back)
+
+    def _stat(self) -> os.stat_result | None:
+        if self.path == "-":
+            return None
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None  # rotated away, its successor not created yet
+
+    def _truncated(self, f: BinaryIO) -> bool:
+        """The file at the path is ours and shorter than what was read (copytruncate)."""
+        current = self._stat()
+        mine = os.fstat(f.fileno())
+        return (current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
+                and current.st_size < f.tell())
+
+    def _rotated(self, f: BinaryIO) -> BinaryIO | None:
+        """The file now at the path, when it is no longer the one being read (rename rotation)."""
+        current = self._stat()
+        mine = os.fstat(f.fileno())
+        if current is None or (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            return None
+        try:
+            return open(self.path, "rb")
+        except OSError:
+            return None
+
+    async def close(self) -> None:
+        return None
