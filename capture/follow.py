@@ -126,22 +126,22 @@ def read_once(path: str, checkpoint: Checkpoint) -> Iterator[Chunk]:
                 data = more()
                 at_end, buf = not data, buf + data
                 continue
-            cut = buf.rfind(b"\n")
-            if cut < 0:  # the unterminated end of the file, or a line longer than the maximum
+            if b"\n" not in buf:  # the unterminated end of the file, or a line longer than the maximum
                 piece, reason = (buf[:MAX_LINE], "line_too_long") if len(buf) >= MAX_LINE else (buf, "torn_line")
                 if offset >= skip:
                     yield Chunk(source, offset, line, [], piece, reason)
                 offset, line, buf = offset + len(piece), line + 1, buf[len(piece):]
                 continue
-            lines = buf[:cut].split(b"\n")
-            end = offset + cut + 1
+            lines = buf.split(b"\n")
+            rest = lines.pop()
+            end = offset + len(buf) - len(rest)
             if end > skip:
                 if offset < skip:  # resume inside this chunk: drop the lines before the position
                     drop = len(buf[:skip - offset].split(b"\n")) - 1
                     lines, offset, line = lines[drop:], skip, line + drop
                 yield Chunk(source, offset, line, lines)
                 checkpoint.advance(fp, end, line + len(lines), name)
-            offset, line, buf = end, line + len(lines), buf[cut + 1:]
+            offset, line, buf = end, line + len(lines), rest
         if cut_short:
             print(f"shadowtap: warning: {name} ends early (compressed stream cut short)", file=sys.stderr)
     finally:

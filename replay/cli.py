@@ -27,6 +27,8 @@ from replay.options import (
 )
 from replay.schedule import Pacing, Segment, ramp, stages
 from shadowtap.cli import run_async
+from shadowtap.cliopts import kafka_source_options, source_options, stream_options
+from shadowtap.stream import StreamOptions
 
 _NAME = re.compile(r"^([A-Za-z0-9_.-]+)=(.*)$", re.S)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -356,6 +358,10 @@ def _replay_options(p: dict[str, Any], pacing: Pacing, targets: tuple[Target, ..
     )
 
 
+def _stream(p: dict[str, Any], follow: bool) -> StreamOptions:
+    return stream_options(p["settings"], p["group"], p["start"], p["until"], follow)
+
+
 @click.group()
 def replay() -> None:
     """Replay a stream of records against targets."""
@@ -368,6 +374,7 @@ def replay() -> None:
 @click.option("--loop", is_flag=True,
               help="Repeat the input (a file or spool) with shifted timestamps and ids suffixed #1, #2, ... "
                    "until --duration or --limit.")
+@source_options
 @_common
 def shadow(**p: Any) -> int:
     """Send every record to every target, open loop (fire-and-forget dark traffic).
@@ -382,7 +389,7 @@ def shadow(**p: Any) -> int:
     pacing = _pacing(p["speed"], p["rate"], p["ramp_"], p["stages_"], p["arrival"], p["seed"], Pacing())
     targets = _apply_rules(p["targets"], p["timeouts"], p["set_headers"], p["drop_headers"])
     options = ShadowOptions(input=p["input_"], targets=targets, replay=_replay_options(p, pacing, targets),
-                            outcomes=p["outcomes"], report=p["report"])
+                            stream=_stream(p, follow=p["follow"]), outcomes=p["outcomes"], report=p["report"])
     from replay.shadow import shadow_main
 
     return run_async(shadow_main(options))
@@ -401,6 +408,7 @@ def shadow(**p: Any) -> int:
               help="Save request/response pairs (and the original response when known) of requests whose "
                    "status differs from the original or that failed.")
 @click.option("--dump-all", is_flag=True, help="With --dump: save every exchange.")
+@kafka_source_options
 @_common
 def tee(**p: Any) -> int:
     """Send each record to one target as it is read and print what came back, one line per request:
@@ -419,7 +427,8 @@ def tee(**p: Any) -> int:
     options = TeeOptions(
         input=p["input_"], target=target,
         replay=_replay_options(p, pacing, (target,), wait_for_slot=False if pacing is as_read else None),
-        follow=p["follow"], from_end=p["from_end"], matches=p["matches"], dump=p["dump"], dump_all=p["dump_all"],
+        stream=_stream(p, follow=False), follow=p["follow"], from_end=p["from_end"], matches=p["matches"],
+        dump=p["dump"], dump_all=p["dump_all"],
         outcomes=p["outcomes"], report=p["report"],
     )
     from replay.tee import tee_main

@@ -117,15 +117,12 @@ ENDPOINT_LIMIT = 500
 
 OTHER_ENDPOINT = "(other)"
 
-_CACHE_LIMIT = 1 << 16
-"""(method, path) pairs whose endpoint is remembered per target before the memo starts over."""
-
 _ID_SEGMENT = re.compile(
     r"(?<=/)(?:\d+"
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|(?=[a-fA-F]*\d)[0-9a-fA-F]{8,})(?=/|$)"
 )
-"""Whole path segments that identify a resource: numbers, UUIDs, hex strings of 8+ digits with a digit."""
+"""Whole path segments that identify a resource: numbers, UUIDs, 8+ hex characters including a digit."""
 
 
 def path_template(target: str) -> str:
@@ -155,11 +152,12 @@ class TargetStats:
     and the same per endpoint.
 
     Counts, statuses and the latency histogram are kept per endpoint only and summed when
-    read (histograms merge exactly), so a request costs one memoised endpoint lookup and two
-    histogram updates: this runs for every response, at up to tens of thousands a second.
+    read (histograms merge exactly), so a request costs one endpoint lookup and two histogram
+    updates: this runs for every response, at up to tens of thousands a second. (Memoising
+    the endpoint per path was measured: with mostly distinct paths it costs more than it saves.)
     """
 
-    __slots__ = ("_memo", "_memo_size", "corrected", "endpoints", "errors", "name", "url")
+    __slots__ = ("corrected", "endpoints", "errors", "name", "url")
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
@@ -170,8 +168,6 @@ class TargetStats:
         """done − intended of every response, ms (free of coordinated omission)."""
         self.endpoints: dict[str, EndpointStats] = {}
         """Keyed by `METHOD /path/{id}`."""
-        self._memo: dict[str, dict[str, EndpointStats]] = {}
-        self._memo_size = 0
 
     @property
     def requests(self) -> int:
@@ -197,11 +193,7 @@ class TargetStats:
         return total
 
     def endpoint(self, method: str, path: str) -> EndpointStats:
-        """The stats of the endpoint a request belongs to (memoised by method and path)."""
-        by_path = self._memo.get(method)
-        stats = None if by_path is None else by_path.get(path)
-        if stats is not None:
-            return stats
+        """The stats of the endpoint a request belongs to."""
         name = f"{method} {path_template(path)}"
         stats = self.endpoints.get(name)
         if stats is None:
@@ -210,11 +202,6 @@ class TargetStats:
                 stats = self.endpoints.get(name)
             if stats is None:
                 stats = self.endpoints[name] = EndpointStats()
-        if self._memo_size >= _CACHE_LIMIT:
-            self._memo.clear()
-            self._memo_size = 0
-        self._memo.setdefault(method, {})[path] = stats
-        self._memo_size += 1
         return stats
 
     def add(self, o: Outcome) -> None:

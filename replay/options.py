@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from replay.schedule import Pacing
+from shadowtap.stream import StreamOptions
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods replayed without --allow-writes."""
@@ -109,6 +110,8 @@ class ShadowOptions:
     """Source address (see Addresses in DESIGN.md)."""
     targets: tuple[Target, ...]
     replay: ReplayOptions = field(default_factory=ReplayOptions)
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    """How to open the input (Kafka group, start, end, follow)."""
     outcomes: str | None = None
     """JSONL file (or `-`) receiving one Outcome per request per target."""
     report: str | None = None
@@ -134,6 +137,8 @@ class TeeOptions:
     input: str
     target: Target
     replay: ReplayOptions = field(default_factory=ReplayOptions)
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    """How to open a Kafka input (settings, group, start, end)."""
     follow: bool = False
     """Keep reading the input as it grows (a JSONL file being written, or stdin until it closes)."""
     from_end: bool = False

@@ -14,6 +14,7 @@ done: queued for a connection or on the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ssl
 from collections.abc import Callable
@@ -245,32 +246,34 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
+_OUTCOME_ORDER = ("id", "target", "url", "intended", "sent", "done", "status", "error", "bytes", "method", "path",
+                  "reason")
+if tuple(f.name for f in dataclasses.fields(Outcome)) != _OUTCOME_ORDER:  # pragma: no cover
+    raise ImportError("shadowtap.record.Outcome changed its fields: update OutcomeMaker in replay/send.py")
+
+
 class OutcomeMaker:
     """Builds a target's Outcomes; clock times are monotonic, Outcome times are wall-clock
-    seconds obtained by adding `wall_offset` (taken once, so a clock step cannot distort latencies)."""
+    seconds obtained by adding `wall_offset` (taken once, so a clock step cannot distort latencies).
+
+    Outcome is built with positional arguments, in the order checked above at import: keyword
+    arguments cost a microsecond more per request, a tenth of the lean sender's budget.
+    """
 
     def __init__(self, target: Target, shape: TargetShape, clock: Clock, wall_offset: float) -> None:
         self.name = target.name
-        self.shape = shape
-        self.clock = clock
+        self.base = shape.base
+        self.now = clock.now
         self.offset = wall_offset
 
     def __call__(self, p: Prepared, intended: float, sent: float | None, status: int | None,
                  error: str | None, reason: str | None, size: int) -> Outcome:
         offset = self.offset
+        target = p.target
         return Outcome(
-            id=p.record.id,
-            target=self.name,
-            url=self.shape.url(p),
-            intended=intended + offset,
-            sent=None if sent is None else sent + offset,
-            done=self.clock.now() + offset,
-            status=status,
-            error=error,
-            bytes=size,
-            method=p.method,
-            path=p.target,
-            reason=reason,
+            p.record.id, self.name, self.base + target if target.startswith("/") else self.base,
+            intended + offset, None if sent is None else sent + offset, self.now() + offset,
+            status, error, size, p.method, target, reason,
         )
 
 

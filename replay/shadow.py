@@ -51,7 +51,7 @@ async def shadow_main(options: ShadowOptions) -> int:
     circuit breaker stops it (whose reason also goes to stderr). Returns the exit code.
     """
     check_writable(options.report, "the report")
-    source = open_replay_source(options.input, options.replay.loop)
+    source = open_replay_source(options.input, options.replay.loop, options.stream)
     targets = options.targets
     stats = ScheduleStats()
     target_stats = StatsListener((t.name, t.url) for t in targets)

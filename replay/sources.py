@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from replay.schedule import Loop
 from shadowtap.errors import UsageError
-from shadowtap.stream import Delivery, Source
+from shadowtap.stream import Delivery, Source, StreamOptions
 from shadowtap.streams import open_source
 from shadowtap.streams.follow import FollowSource
 
@@ -25,8 +25,6 @@ class LoopSource:
         self._open = open_pass
         self._skipped: Counter[str] = Counter()
         self._current: Source | None = None
-        self.passes = 0
-        """Passes started so far."""
 
     @property
     def skipped(self) -> Counter[str]:
@@ -39,7 +37,6 @@ class LoopSource:
         k = 0
         while True:
             self._current = source = self._open()
-            self.passes += 1
             first = last = None
             count = 0
             try:
@@ -67,24 +64,37 @@ class LoopSource:
         return None
 
 
-def open_replay_source(address: str, loop: bool) -> Source:
-    """The source of `replay shadow`: the address, read once or (--loop) again and again."""
+def open_replay_source(address: str, loop: bool, stream: StreamOptions) -> Source:
+    """The source of `replay shadow`: the address, read once, followed (--follow), or (--loop)
+    read again and again."""
+    if stream.follow and not address.startswith("kafka://"):
+        if loop:
+            raise UsageError("--loop and --follow exclude each other: a followed input never ends")
+        return _followed(address, from_end=False)
     if not loop:
-        return open_source(address)
-    if address == "-":
-        raise UsageError("--loop needs an input that can be read again: a file or spool, not '-'")
+        return open_source(address, stream)
+    if address == "-" or address.startswith("kafka://"):
+        raise UsageError("--loop needs an input that can be read again: a file or spool")
     open_source(address)  # fail now, not at the second pass, when the address is wrong
     return LoopSource(lambda: open_source(address))
 
 
-def open_tee_source(address: str, follow: bool, from_end: bool) -> Source:
-    """The source of `replay tee`: followed as it grows with --follow; stdin is never read in a
-    way that blocks the event loop (a slow pipe must not stall in-flight requests)."""
+def _followed(address: str, from_end: bool) -> Source:
+    if address != "-" and (address.endswith("/") or address.endswith(".gz") or "://" in address
+                           or address.startswith("gor:")):
+        raise UsageError(f"cannot follow {address!r}: --follow reads one plain JSONL file, '-' or kafka://")
+    return FollowSource(address, from_end=from_end)
+
+
+def open_tee_source(address: str, follow: bool, from_end: bool, stream: StreamOptions) -> Source:
+    """The source of `replay tee`: followed as it grows with --follow (a JSONL file, stdin, or a
+    Kafka topic, where --from-end starts at the latest offset); stdin is never read in a way
+    that blocks the event loop (a slow pipe must not stall in-flight requests)."""
     if from_end and not follow:
         raise UsageError("--from-end needs --follow")
+    if address.startswith("kafka://"):
+        return open_source(address, dataclasses.replace(stream, follow=follow,
+                                                        start="latest" if from_end else stream.start))
     if follow or address == "-":
-        if address != "-" and (address.endswith("/") or address.endswith(".gz") or "://" in address
-                               or address.startswith("gor:")):
-            raise UsageError(f"cannot follow {address!r}: --follow reads one plain JSONL file or '-'")
-        return FollowSource(address, from_end=from_end)
+        return _followed(address, from_end)
     return open_source(address)

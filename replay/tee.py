@@ -169,7 +169,7 @@ async def tee_main(options: TeeOptions) -> int:
     where asked. Returns the exit code (130 after Ctrl-C, the usual way to end --follow)."""
     check_writable(options.report, "the report")
     check_writable(options.outcomes, "the outcomes")
-    source = open_tee_source(options.input, options.follow, options.from_end)
+    source = open_tee_source(options.input, options.follow, options.from_end, options.stream)
     dumper = Dumper(options.dump, options.dump_all) if options.dump else None
     replay = dataclasses.replace(options.replay, capture=dumper is not None)
     stats = ScheduleStats()

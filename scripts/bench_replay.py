@@ -71,21 +71,23 @@ def vm_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def replay(input_path: Path, url: str, report: Path, *extra: str) -> tuple[dict, int, float]:
-    """Run `replay shadow`; returns (report, peak RSS in kB, wall seconds). RSS is sampled."""
+def replay(input_path: Path, url: str, report: Path, *extra: str) -> tuple[dict, int, float, list[int]]:
+    """Run `replay shadow`; returns (report, peak RSS in kB, wall seconds, RSS samples in kB)."""
     cmd = [sys.executable, "-m", "shadowtap", "replay", "shadow", "-i", str(input_path), "--target", url,
            "--max-inflight", str(MAX_INFLIGHT), "--connections", str(CONNECTIONS), "--report", str(report), *extra]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
+    samples = []
     while proc.poll() is None:
         peak = max(peak, vm_kb(proc.pid, "VmHWM") or 0)
+        samples.append(vm_kb(proc.pid, "VmRSS") or 0)
         time.sleep(0.5)
     wall = time.monotonic() - started
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"replay failed ({proc.returncode}): {err}")
-    return orjson.loads(report.read_bytes()), peak, wall
+    return orjson.loads(report.read_bytes()), peak, wall, [x for x in samples if x]
 
 
 def row(cells: list[str], widths: list[int]) -> str:
@@ -110,9 +112,9 @@ def main() -> int:
             url = nginx.base_url
             wrk(url + "/item/1?q=1", 2)  # warm-up
             wrk_before = wrk(url + "/item/1?q=1", 10)
-            ours, peak_small, _ = replay(small, url, work / "max.json", "--rate", "max")
+            ours, peak_small, _, _ = replay(small, url, work / "max.json", "--rate", "max")
             wrk_after = wrk(url + "/item/1?q=1", 10)
-            aio, _, _ = replay(sample, url, work / "aiohttp.json", "--rate", "max", "--client", "aiohttp")
+            aio, _, _, _ = replay(sample, url, work / "aiohttp.json", "--rate", "max", "--client", "aiohttp")
             wrk_mean = (wrk_before + wrk_after) / 2
             rps = ours["schedule"]["achieved_rps"]
             ok = ours["targets"]["t1"]["status"].get("200", 0)
@@ -123,7 +125,7 @@ def main() -> int:
             rows.append([f"--rate max, {aio['schedule']['sent']:,} GETs (--client aiohttp)", f"{aio_rps:,.0f}/s",
                          f"wrk {wrk_mean:,.0f}/s", f"{aio_rps / wrk_mean:.2f}x", "reference", ""])
 
-            paced, _, _ = replay(small, url, work / "20k.json", "--rate", "20000", "--duration", "10")
+            paced, _, _, _ = replay(small, url, work / "20k.json", "--rate", "20000", "--duration", "10")
             s = paced["schedule"]
             achieved, lag99 = s["achieved_rps"], s["lag_ms"]["p99"]
             rows.append(["--rate 20000 --duration 10", f"{achieved:,.0f}/s", "asked 20,000/s",
@@ -134,12 +136,13 @@ def main() -> int:
 
             small.unlink()
             write_records(big, 5_000_000 // scale)
-            mem, peak_big, wall = replay(big, url, work / "5m.json", "--rate", "max")
+            mem, peak_big, wall, rss = replay(big, url, work / "5m.json", "--rate", "max")
             n = mem["schedule"]["sent"]
+            quarters = "/".join(f"{rss[min(len(rss) - 1, len(rss) * q // 4)] / 1024:.0f}" for q in (1, 2, 3, 4))
             rows.append([f"peak RSS, {n:,} records from JSONL", f"{peak_big / 1024:.0f} MiB",
                          f"{500_000 // scale:,} records: {peak_small / 1024:.0f} MiB",
                          f"{peak_big / peak_small:.2f}x", "flat (about 1x)",
-                         f"{n / wall:,.0f} records/s over {wall:.0f} s"])
+                         f"RSS at 1/4, 1/2, 3/4, end: {quarters} MiB; {n / wall:,.0f} records/s over {wall:.0f} s"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     header = ["measure", "shadowtap", "peer / reference", "ratio", "goal", "notes"]

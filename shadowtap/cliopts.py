@@ -42,8 +42,8 @@ def _until(_ctx: click.Context, _param: click.Parameter, text: str | None) -> st
     return text
 
 
-def source_options(func: Callable) -> Callable:
-    """Add the options of a stream Source (-X, --group, --from, --until, --follow) as `stream_options`."""
+def kafka_source_options(func: Callable) -> Callable:
+    """Add -X, --group, --from and --until (the Kafka side of a Source)."""
     options = [
         click.option("-X", "settings", multiple=True, callback=_settings, metavar="KEY=VALUE",
                      help="Kafka client setting passed to librdkafka (TLS, SASL, ...); repeatable."),
@@ -54,12 +54,17 @@ def source_options(func: Callable) -> Callable:
                                            "a Unix/ISO time, or relative like -15m."),
         click.option("--until", callback=_until, metavar="TIME",
                      help="Kafka end: stop each partition at records produced after TIME (or 'now')."),
-        click.option("--follow", is_flag=True,
-                     help="Keep reading as records arrive instead of stopping at the current end."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def source_options(func: Callable) -> Callable:
+    """Add the options of a stream Source: the Kafka ones and --follow."""
+    follow = click.option("--follow", is_flag=True,
+                          help="Keep reading as records arrive instead of stopping at the current end.")
+    return kafka_source_options(follow(func))
 
 
 def sink_options(func: Callable) -> Callable:

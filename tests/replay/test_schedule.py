@@ -14,6 +14,7 @@ from replay.schedule import Loop, Pacing, Schedule, ramp, stages
 from replay.shadow import run_shadow
 from replay.sources import LoopSource, open_replay_source
 from shadowtap.record import Record, encode_record
+from shadowtap.stream import StreamOptions
 from shadowtap.streams.memory import MemorySource
 
 T0 = 1000.0
@@ -110,6 +111,13 @@ def test_stages_are_steps_and_end_the_schedule():
     assert got[135_000] == math.inf and schedule.end == T0 + 90.0
 
 
+def test_a_ramp_down_to_zero_ends_the_schedule():
+    schedule = Schedule(Pacing(profile=ramp(4.0, 0.0, 2.0)), T0)  # 4 requests in all
+    got = [schedule.next_deadline(0.0) for _ in range(5)]
+    assert got[:4] == pytest.approx([T0, T0 + 2 - math.sqrt(3), T0 + 2 - math.sqrt(2), T0 + 1.0])
+    assert got[4] == math.inf and schedule.end == T0 + 2.0
+
+
 def test_a_stage_at_rate_zero_is_a_pause():
     got = deadlines(Pacing(profile=stages([(1.0, 2.0), (5.0, 0.0), (1.0, 2.0)])), [0.0] * 5)
     assert got == [T0, T0 + 0.5, T0 + 6.0, T0 + 6.5, math.inf]
@@ -139,7 +147,7 @@ async def test_loop_source_rereads_the_input(tmp_path):
     path = tmp_path / "in.jsonl"
     recs = [Record(id=f"r{i}", ts=50.0 + i, method="GET", target=f"/{i}") for i in range(3)]
     path.write_bytes(b"".join(encode_record(r) + b"\n" for r in recs) + b"not json\n")
-    source = open_replay_source(str(path), loop=True)
+    source = open_replay_source(str(path), loop=True, stream=StreamOptions())
     got = []
     async for delivery in source:
         got.append((delivery.record.id, delivery.record.ts))
