@@ -71,7 +71,11 @@ def build_report(schedule: ScheduleStats, stats: StatsListener, aborted: str | N
 
 def write_report(path: str, report: dict[str, Any]) -> None:
     """Write the report as indented JSON to `path` (`-`: stdout)."""
-    data = orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
+    write_output(path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write a finished report (any format) to `path` (`-`: stdout)."""
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -94,6 +98,30 @@ def _table(rows: list[list[str]]) -> list[str]:
             for r in rows]
 
 
+def _schedule_lines(s: dict[str, Any], rps: str, across: str) -> list[str]:
+    """The schedule as the replay that kept it counted it."""
+    skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
+    lag = s["lag_ms"]
+    return [
+        f"schedule: planned {s['planned']}, sent {s['sent']}, dropped {s['dropped']}, "
+        f"skipped: {skipped}; {rps} requests/s{across}; stopped: {s['stopped'] or '-'}",
+        f"schedule lag ms: p50 {_ms(lag['p50'])}, p99 {_ms(lag['p99'])}, max {_ms(lag['max'])}; "
+        f"late (> {s['late_ms']:g} ms) {s['late']}",
+    ]
+
+
+def _outcome_lines(report: dict[str, Any], rps: str, across: str) -> list[str]:
+    """The inputs and the little of the schedule that outcome files can tell (see replay.offline)."""
+    s, read = report["schedule"], report["input"]
+    bad = ", ".join(f"{k} {v}" for k, v in read["bad_lines"].items()) or "none"
+    span = "-" if s["span_s"] is None else f"{s['span_s']:.3f} s"
+    return [
+        f"input: {read['outcomes']} outcomes from {len(read['files'])} file(s); bad lines: {bad}",
+        f"schedule (from outcomes): sent {s['sent']} over {span} (first sent to last done), "
+        f"{rps} requests/s{across}; not in outcomes: {', '.join(s['not_in_outcomes'])}",
+    ]
+
+
 ENDPOINT_ROWS = 10
 """Endpoints per target in the text table (the JSON report has all of them)."""
 
@@ -105,16 +133,9 @@ def format_table(report: dict[str, Any]) -> str:
     ok % is the share of requests answered with a status below 400.
     """
     s = report["schedule"]
-    skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
     rps = "-" if s["achieved_rps"] is None else f"{s['achieved_rps']:.1f}"
     across = f" across {len(report['targets'])} targets" if len(report["targets"]) > 1 else ""
-    lag = s["lag_ms"]
-    lines = [
-        f"schedule: planned {s['planned']}, sent {s['sent']}, dropped {s['dropped']}, "
-        f"skipped: {skipped}; {rps} requests/s{across}; stopped: {s['stopped'] or '-'}",
-        f"schedule lag ms: p50 {_ms(lag['p50'])}, p99 {_ms(lag['p99'])}, max {_ms(lag['max'])}; "
-        f"late (> {s['late_ms']:g} ms) {s['late']}",
-    ]
+    lines = _schedule_lines(s, rps, across) if "planned" in s else _outcome_lines(report, rps, across)
     if "aborted" in report:
         lines.append(f"aborted: {report['aborted']}")
     rows = [["target", "requests", "ok %", "errors", "p50 ms", "p99 ms", "max ms",

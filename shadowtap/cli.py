@@ -19,6 +19,7 @@ LAZY_COMMANDS = {
     "replay": ("replay.cli", "replay", "Replay a stream of records against targets (shadow, ...)."),
     "cat": ("shadowtap.catcmd", "cat", "Copy records between any two addresses."),
     "topic": ("shadowtap.topiccmd", "topic", "Create and describe Kafka topics (partitions, offsets, lag)."),
+    "report": ("shadowtap.reportcmd", "report", "Build a report from outcome files (merging several runs or workers)."),
 }
 
 
