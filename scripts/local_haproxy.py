@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from scripts.procs import free_port, stop, wait_listening
 
 HAPROXY_CANDIDATES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
@@ -44,13 +44,6 @@ def find_haproxy() -> str:
         if path and os.access(path, os.X_OK):
             return path
     raise RuntimeError("haproxy is not installed (Debian: apt-get install haproxy; `make test` does it)")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A TCP (or UDP) port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quote_config(text: str) -> str:
@@ -104,24 +97,9 @@ class LocalHaproxy:
         with open(self.stdout_log, "wb") as stdout:
             self.process = subprocess.Popen([find_haproxy(), "-db", "-f", str(conf)], stdout=stdout, stderr=stderr)
         stderr.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = (self.dir / "haproxy-stderr.log").read_text(errors="replace")
-                raise RuntimeError(f"haproxy exited with {self.process.returncode}: {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"haproxy did not listen on 127.0.0.1:{self.port} within 10 s")
+        wait_listening(self.process, self.port, "haproxy", 10,
+                       lambda: (self.dir / "haproxy-stderr.log").read_text(errors="replace"))
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process, signal.SIGTERM)

@@ -7,13 +7,12 @@ makes the tests use an existing Apache Kafka instead.
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from scripts.local_nginx import free_port
+from scripts.procs import free_port, stop, wait_listening
 
 
 def tansu_binary() -> str:
@@ -48,23 +47,8 @@ class LocalKafka:
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"tansu did not listen on 127.0.0.1:{self.port} within 15 s")
+        wait_listening(self.process, self.port, "tansu", 15, lambda: self.log.read_text()[-2000:])
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process, signal.SIGTERM)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from scripts.procs import free_port, stop, wait_listening
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -49,13 +50,6 @@ def find_nginx() -> str:
         if path and os.access(path, os.X_OK):
             return path
     raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light; `make test` does it)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quote_format(fmt: str) -> str:
@@ -103,20 +97,13 @@ class LocalNginx:
             [binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                error_log = self.dir / "error.log"
-                log = error_log.read_text(errors="replace") if error_log.exists() else ""
-                raise RuntimeError(f"nginx exited with {self.process.returncode}: {err}{log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"nginx did not listen on 127.0.0.1:{self.port} within 10 s")
+        wait_listening(self.process, self.port, "nginx", 10, self._why_exited)
+        return self
+
+    def _why_exited(self) -> str:
+        err = self.process.stderr.read().decode(errors="replace") if self.process and self.process.stderr else ""
+        error_log = self.dir / "error.log"
+        return err + (error_log.read_text(errors="replace") if error_log.exists() else "")
 
     def log_lines(self, count: int, timeout: float = 10.0) -> list[bytes]:
         """Wait until the access log holds `count` lines and return them (nginx writes at request end)."""
@@ -141,12 +128,6 @@ class LocalNginx:
         self.process.send_signal(signal.SIGUSR1)
 
     def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process, signal.SIGQUIT)
         if self.process and self.process.stderr:
             self.process.stderr.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from scripts.local_haproxy import LocalHaproxy, free_port
+from scripts.local_haproxy import LocalHaproxy
+from scripts.procs import free_port
 from tests.conftest import REPO, run_cli
 
 SECRETS = (b"s3cr3t-token", b"s3cr3t-auth", b"s3cr3t-cookie")
@@ -119,7 +121,7 @@ def check_records(recs: list[dict], backend: Backend, proxy: LocalHaproxy) -> No
 
 
 def test_httplog_over_udp_syslog_to_the_listener(tmp_path):
-    udp = free_port(kind=2)  # SOCK_DGRAM
+    udp = free_port(socket.SOCK_DGRAM)
     out, err = tmp_path / "r.jsonl", tmp_path / "listener.err"
     with open(err, "wb") as stderr_file:
         listener = subprocess.Popen(

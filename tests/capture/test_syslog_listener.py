@@ -11,7 +11,7 @@ import time
 
 import orjson
 
-from scripts.local_haproxy import free_port
+from scripts.procs import free_port
 from tests.conftest import REPO
 
 LINE = (b'<134>Nov 27 20:42:00 haproxy[7]: 10.0.0.%d:4%04d [27/Nov/2026:20:42:00.%03d] fe be/s1 0/0/1/2/3 200 %d '

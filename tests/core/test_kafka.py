@@ -151,7 +151,7 @@ def test_from_time_and_until_select_a_window(topic):
 
 
 def test_an_unreachable_broker_fails_on_close_naming_the_undelivered_count(kafka):
-    from scripts.local_nginx import free_port
+    from scripts.procs import free_port
 
     async def go():
         sink = KafkaSink(f"kafka://127.0.0.1:{free_port()}/nowhere", close_timeout=1.0)

@@ -10,7 +10,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 
 import orjson
 import pytest
@@ -21,6 +20,7 @@ from replay.options import PathRewrite, ReplayOptions, Target
 from replay.schedule import Pacing
 from replay.shadow import run_shadow
 from scripts.local_nginx import LocalNginx
+from scripts.procs import free_port
 from shadowtap.errors import UsageError
 from shadowtap.record import Outcome, Record
 from shadowtap.stream import Delivery
@@ -52,13 +52,6 @@ async def replay(records, targets, client="auto", **options):
     summary = await run_shadow(source, targets, opts, [stats, collect])
     assert collect.closed
     return summary, collect.outcomes, stats, source
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_every_get_reaches_every_target_with_marker_and_host(serve, records, client):
