@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from parsers.encode import Codegen, LineEncoder, ScrubRules
+from parsers.requestline import HTTP_VERSION, RequestWords
 from parsers.syslog import PREFIX
 from shadowtap.errors import FormatError, ParseError, SkipLine
 from shadowtap.record import Origin, Record, Response, decode_target
@@ -115,8 +116,6 @@ _ITEM = re.compile(r"%(?:\{([^}]*)\})?(?:\(([A-Za-z0-9_.-]+)\))?(?:\[([^\]]*)\]|
 _HASH_ESC = re.compile(rb"#([0-9A-Fa-f]{2})")
 _HEX_BYTES = {b"%02X" % i: bytes([i]) for i in range(256)} | {b"%02x" % i: bytes([i]) for i in range(256)}
 _BACKSLASH_ESC = re.compile(rb"\\(.)", re.DOTALL)
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HTTP_VERSION = re.compile(rb"HTTP/\d+(?:\.\d+)?")
 _ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 _DATE_PARTS = re.compile(rb"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d)(?:\.(\d{3}))?(?: ([+-])(\d\d)(\d\d))?")
 _MONTHS = {m.encode(): i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
@@ -285,8 +284,7 @@ class HaproxyFormat:
         self._groups = tuple(groups)
         self._plan()
         self._date_cache: dict[bytes, float] = {}
-        self._methods: dict[bytes, str] = {}
-        self._versions: dict[bytes, str] = {}
+        self._words = RequestWords()
 
     def _compile(self, fast: bool) -> tuple[bytes, list[_Item]]:
         """The line regex (after the optional syslog prefix) and the item of each group; `fast`
@@ -413,8 +411,8 @@ class HaproxyFormat:
                 raise ParseError("bad_request_line", f"request line {raw!r} has no method and target")
             method_b = raw[:first]
             last = raw.rfind(b" ")
-            if last > first and _HTTP_VERSION.fullmatch(raw, last + 1):
-                target, version = raw[first + 1:last], self._version(raw[last + 1:])
+            if last > first and HTTP_VERSION.fullmatch(raw, last + 1):
+                target, version = raw[first + 1:last], self._words.version(raw[last + 1:])
             else:
                 target, version = raw[first + 1:], "HTTP/0.9"
         else:
@@ -432,30 +430,10 @@ class HaproxyFormat:
             if b"#" in target:
                 target = _unescape(target)
             version_b = g[self._i_version] if self._i_version >= 0 else b"-"
-            version = "HTTP/1.1" if version_b in (b"-", b"") else self._version(version_b)
+            version = "HTTP/1.1" if version_b in (b"-", b"") else self._words.version(version_b)
         if not target:
             raise ParseError("bad_request_line", f"request line has an empty target after {method_b!r}")
-        return self._method(method_b), target, version
-
-    def _method(self, raw: bytes) -> str:
-        """A method as text: it must be an HTTP token (cached, bounded)."""
-        method = self._methods.get(raw)
-        if method is None:
-            if not _TOKEN.fullmatch(raw):
-                raise ParseError("bad_request_line", f"method {raw!r} is not an HTTP token")
-            method = raw.decode("ascii")
-            if len(self._methods) < 256:
-                self._methods[raw] = method
-        return method
-
-    def _version(self, raw: bytes) -> str:
-        """A protocol version as text (cached, bounded)."""
-        version = self._versions.get(raw)
-        if version is None:
-            version = _text(raw)
-            if len(self._versions) < 256:
-                self._versions[raw] = version
-        return version
+        return self._words.method(method_b), target, version
 
     def _time(self, raw: bytes, ms: bytes | None) -> float:
         """Unix seconds of the record's time item; dates are cached by the second."""

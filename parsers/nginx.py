@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from parsers.encode import FAST_REQUEST, SAFE, SAFE_WORD, Codegen, LineEncoder, ScrubRules
+from parsers.requestline import HTTP_VERSION, RequestWords
 from shadowtap.errors import FormatError, ParseError
 from shadowtap.record import Origin, Record, Response, decode_target
 
@@ -89,15 +90,12 @@ _TIME_VARS = ("msec", "time_iso8601", "time_local")  # in order of preference
 _RESPONSE_VARS = ("status", "body_bytes_sent", "request_time")
 
 _TIME_CACHE_MAX = 4096
-_SMALL_CACHE_MAX = 256
 
 _HEX_ESC = re.compile(rb"\\x([0-9A-Fa-f]{2})")
 _HEX_BYTES = {b"%02X" % i: bytes([i]) for i in range(256)} | {b"%02x" % i: bytes([i]) for i in range(256)}
 _JSON_ESC = re.compile(rb'\\(?:u([0-9A-Fa-f]{4})|(["\\nrtbf]))')
 _JSON_SIMPLE = {b'"': b'"', b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HTTP_VERSION = re.compile(rb"HTTP/\d+(?:\.\d+)?")
 _TIME_LOCAL = re.compile(rb"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _MONTHS = {m.encode(): i for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
@@ -181,7 +179,7 @@ class NginxFormat:
     __slots__ = (
         "_fast_groups", "_fast_match", "_fast_request", "_hot", "_i_args", "_i_method", "_i_protocol",
         "_i_target", "_i_uri", "_match", "_methods", "_missing", "_time_cache", "_time_kind", "_unescape",
-        "_versions", "escape", "fmt", "variables",
+        "_versions", "_words", "escape", "fmt", "variables",
     )
 
     def __init__(self, fmt: str, escape: str) -> None:
@@ -226,8 +224,8 @@ class NginxFormat:
         self._missing = b"-" if escape == "default" else b""
         self._unescape = _UNESCAPE[escape]
         self._time_cache: dict[bytes, float] = {}
-        self._methods: dict[bytes, str] = {}
-        self._versions: dict[bytes, str] = {}
+        self._words = RequestWords()
+        self._methods, self._versions = self._words.methods, self._words.versions  # for inline lookups
         self._plan(self.variables)
 
     def _plan(self, names: tuple[str, ...]) -> None:
@@ -317,35 +315,15 @@ class NginxFormat:
         first = raw.find(b" ")
         if first <= 0:
             raise ParseError("bad_request_line", f"request line {raw!r} has no method and target")
-        method = self._method(raw[:first])
+        method = self._words.method(raw[:first])
         last = raw.rfind(b" ")
-        if last > first and _HTTP_VERSION.fullmatch(raw, last + 1):
-            target, version = raw[first + 1:last], self._version(raw[last + 1:])
+        if last > first and HTTP_VERSION.fullmatch(raw, last + 1):
+            target, version = raw[first + 1:last], self._words.version(raw[last + 1:])
         else:
             target, version = raw[first + 1:], "HTTP/0.9"
         if not target:
             raise ParseError("bad_request_line", f"request line {raw!r} has an empty target")
         return method, target, version
-
-    def _method(self, raw: bytes) -> str:
-        """A method as text: it must be an HTTP token."""
-        method = self._methods.get(raw)
-        if method is None:
-            if not _TOKEN.fullmatch(raw):
-                raise ParseError("bad_request_line", f"method {raw!r} is not an HTTP token")
-            method = raw.decode("ascii")
-            if len(self._methods) < _SMALL_CACHE_MAX:
-                self._methods[raw] = method
-        return method
-
-    def _version(self, raw: bytes) -> str:
-        """A protocol version as text."""
-        version = self._versions.get(raw)
-        if version is None:
-            version = raw.decode("utf-8", "backslashreplace")
-            if len(self._versions) < _SMALL_CACHE_MAX:
-                self._versions[raw] = version
-        return version
 
     def _request_from_parts(self, g: tuple[bytes, ...]) -> tuple[str, bytes, str]:
         """(method, target, version) from `$request_method`, `$request_uri` or `$uri`+`$args`,
@@ -367,10 +345,10 @@ class NginxFormat:
         if b"\\" in target:
             target = self._unescape(target)
         if self._i_protocol >= 0 and (proto := g[self._i_protocol]) != miss:
-            version = self._version(proto)
+            version = self._words.version(proto)
         else:
             version = "HTTP/1.1"
-        return self._method(method_b), target, version
+        return self._words.method(method_b), target, version
 
     def parse(self, line: bytes, *, name: str | None, offset: int, fingerprint: str) -> Record:
         """One log line (without its newline) as a Record; ParseError when it cannot be one.
