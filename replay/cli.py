@@ -374,6 +374,9 @@ def replay() -> None:
 @click.option("--loop", is_flag=True,
               help="Repeat the input (a file or spool) with shifted timestamps and ids suffixed #1, #2, ... "
                    "until --duration or --limit.")
+@click.option("--workers", type=int, metavar="N",
+              help="Replay in N processes of one consumer group (kafka:// input only); --rate is the total, "
+                   "split evenly. One report from all workers' outcomes. Default: 1, in this process.")
 @source_options
 @_common
 def shadow(**p: Any) -> int:
@@ -390,6 +393,10 @@ def shadow(**p: Any) -> int:
     targets = _apply_rules(p["targets"], p["timeouts"], p["set_headers"], p["drop_headers"])
     options = ShadowOptions(input=p["input_"], targets=targets, replay=_replay_options(p, pacing, targets),
                             stream=_stream(p, follow=p["follow"]), outcomes=p["outcomes"], report=p["report"])
+    if p["workers"] is not None:
+        from replay.workers import workers_main
+
+        return workers_main(options, p["workers"])
     from replay.shadow import shadow_main
 
     return run_async(shadow_main(options))

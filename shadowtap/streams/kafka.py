@@ -10,6 +10,10 @@ were not delivered.
 Source: a consumer group (`--group`) whose offsets are stored only when a record is acked,
 through an ordered per-partition watermark, so a restart never skips an unfinished record.
 Without `--follow` the run is bounded: a partition is finished at its end (or past `--until`).
+Several consumers in one group (`replay --workers`, or several hosts) end together: each reads
+every partition's end at start, and ends only when every partition of the topic is finished,
+by itself or, for partitions it does not own, by the group's committed offset reaching that
+end, so a partition whose owner died is taken over instead of left unreplayed.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ SCHEME = "kafka://"
 VERSION_HEADER = [("shadowtap-v", b"1")]
 CLOSE_TIMEOUT_S = 30.0
 JOIN_TIMEOUT_S = 60.0
+GROUP_POLL_S = 1.0
+"""At most this often, a bounded source asks the group's committed offsets of partitions it does not own."""
 WARN_EVERY_S = 5.0
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -174,6 +180,10 @@ class KafkaSource:
         self.skipped: Counter[str] = Counter()
         self._marks: dict[int, PartitionWatermark] = {}
         self._finished: set[int] = set()
+        self._ends: dict[int, int] = {}
+        """Every partition of the topic: the offset after its last record when the run started."""
+        self._group_done: set[int] = set()
+        self._group_polled = 0.0
         self._assigned_once = False
         self._start = options.start
         self._start_ms = None if self._start in ("earliest", "latest", "committed") else int(
@@ -241,13 +251,43 @@ class KafkaSource:
             except KafkaException as e:  # the partition was revoked meanwhile
                 self._report(f"store offset failed: {e.args[0].str()}")
 
+    def _read_ends(self) -> None:
+        """Record where every partition ends now (read, not trusted from ListOffsets: Tansu reports
+        the last batch's base offset + 1 as the high watermark)."""
+        from shadowtap.streams.kafka_admin import partition_ends
+
+        ends = partition_ends(SCHEME + f"{self.address.bootstrap}/{self.address.topic}", self.options.settings,
+                              self._until_ms)
+        self._ends = {p: end for p, (_low, end) in ends.items()}
+        self._group_done = {p for p, (low, end) in ends.items() if end <= low}  # empty: nothing to finish
+
+    def _others_done(self) -> bool:
+        """Partitions this consumer does not own are finished when the group committed their end."""
+        waiting = [p for p in self._ends if p not in self._marks and p not in self._group_done]
+        if not waiting:
+            return True
+        if time.monotonic() - self._group_polled < GROUP_POLL_S:
+            return False
+        self._group_polled = time.monotonic()
+        try:
+            committed = self._consumer.committed([TopicPartition(self.address.topic, p) for p in waiting], timeout=5)
+        except KafkaException as e:
+            self._report(f"reading the group's committed offsets failed: {e.args[0].str()}")
+            return False
+        for tp in committed:
+            if tp.offset >= self._ends[tp.partition]:
+                self._group_done.add(tp.partition)
+        return all(p in self._group_done for p in waiting)
+
     def _done(self) -> bool:
         if self.options.follow or not self._assigned_once:
             return False
-        return all(p in self._finished for p in self._marks)
+        return all(p in self._finished for p in self._marks) and self._others_done()
 
     async def __aiter__(self) -> AsyncIterator[Delivery]:
         consumer = self._consumer
+        if not self.options.follow:
+            self._read_ends()
         consumer.subscribe([self.address.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         started = time.monotonic()
         while True:

@@ -108,6 +108,77 @@ def describe_topic(address: str, group: str | None,
         consumer.close()
 
 
+def partition_ends(address: str, settings: tuple[tuple[str, str], ...] = (),
+                   until_ms: int | None = None) -> dict[int, tuple[int, int]]:
+    """Every partition of the topic: (low offset, offset after its last record), read now.
+
+    The end is read (all partitions in one pass), not trusted from ListOffsets (see `_read_from`).
+    With `until_ms`, the end is the first offset of a record after that time when there is one
+    (what a consumer stopping at --until has finished up to).
+    """
+    addr = parse_address(address)
+    consumer = Consumer({**_base(addr.bootstrap, settings), "group.id": "shadowtap-ends",
+                         "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 10})
+    try:
+        meta = consumer.list_topics(addr.topic, timeout=TIMEOUT_S).topics.get(addr.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            reason = meta.error.str() if meta is not None and meta.error is not None else "no partitions"
+            raise StreamError(f"kafka topic {addr.topic!r} on {addr.bootstrap}: {reason}")
+        ends = {}
+        for p in sorted(meta.partitions):
+            ends[p] = consumer.get_watermark_offsets(TopicPartition(addr.topic, p), timeout=TIMEOUT_S)
+        waiting = {p for p, (low, high) in ends.items() if high > low}
+        if waiting:
+            consumer.assign([TopicPartition(addr.topic, p, ends[p][1] - 1) for p in sorted(waiting)])
+            deadline = time.monotonic() + TIMEOUT_S
+            while waiting and time.monotonic() < deadline:
+                for msg in consumer.consume(512, 0.25):
+                    p = msg.partition()
+                    if msg.error() is None:
+                        ends[p] = (ends[p][0], max(ends[p][1], msg.offset() + 1))
+                    elif msg.error().code() == KafkaError._PARTITION_EOF:
+                        waiting.discard(p)
+        if until_ms is not None:
+            for p, (low, high) in ends.items():
+                if high > low:
+                    (tp,) = consumer.offsets_for_times([TopicPartition(addr.topic, p, until_ms + 1)],
+                                                       timeout=TIMEOUT_S)
+                    if tp.offset >= 0:
+                        ends[p] = (low, min(high, tp.offset))
+        return ends
+    except KafkaException as e:
+        raise StreamError(f"kafka {addr.bootstrap}: {e.args[0].str()}") from e
+    finally:
+        consumer.close()
+
+
+def commit_group_start(address: str, group: str, start: str, settings: tuple[tuple[str, str], ...] = ()) -> None:
+    """Commit `start` (earliest, latest or a time) as `group`'s offset of every partition, so that
+    consumers of the group started with `--from committed` begin there, and a partition moved to
+    another consumer by a rebalance resumes where the group got to instead of at `start` again.
+    Only safe while no consumer of the group is running.
+    """
+    from shadowtap.times import parse_time
+
+    addr = parse_address(address)
+    start_ms = None if start in ("earliest", "latest") else int(parse_time(start, "--from") * 1000)
+    ends = partition_ends(address, settings)
+    offsets = []
+    consumer = Consumer({**_base(addr.bootstrap, settings), "group.id": group, "enable.auto.commit": False})
+    try:
+        for p, (low, end) in sorted(ends.items()):
+            offset = low if start == "earliest" else end
+            if start_ms is not None:
+                (tp,) = consumer.offsets_for_times([TopicPartition(addr.topic, p, start_ms)], timeout=TIMEOUT_S)
+                offset = tp.offset if tp.offset >= 0 else end
+            offsets.append(TopicPartition(addr.topic, p, offset))
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as e:
+        raise StreamError(f"cannot set the start of kafka group {group!r}: {e.args[0].str()}") from e
+    finally:
+        consumer.close()
+
+
 def parse_retention(text: str) -> int:
     """`7d`, `12h`, `30m`, `90s` or milliseconds → milliseconds."""
     units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
