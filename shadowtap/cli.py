@@ -5,7 +5,6 @@ Subcommand modules are imported only when used, so `shadowtap --help` stays fast
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import sys
 
@@ -72,6 +71,8 @@ def cli(ctx: click.Context, traceback: bool) -> None:
 
 def run_async(coro):
     """Run a coroutine to completion on a fresh event loop (uvloop when installed)."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
