@@ -21,7 +21,7 @@ class CopyStats:
         return f"copied {self.records} records; skipped: {skipped}"
 
 
-ACK_BATCH = 1024
+ACK_BATCH = 32768
 """Records between sink flushes: each flush confirms them, then their source items are acked."""
 
 
