@@ -32,14 +32,14 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import orjson
 
+from capture.ship import open_dead_letters
 from parsers.http1 import Exchange, HttpConnection, Message, guess_role
 from parsers.pcap import LINKTYPE_NAMES, Decoder, decoder_for, endpoint_text, flow_endpoints
 from parsers.tcp import Connection, TcpTracker
-from shadowtap.errors import EXIT_ERROR, EXIT_OK, InputError
+from shadowtap.errors import EXIT_ERROR, EXIT_OK
 from shadowtap.record import Origin, Record, Response, decode_target
 from shadowtap.stream import Sink
 
@@ -99,12 +99,7 @@ class PacketDeadLetters:
 
     def __init__(self, path: str | None) -> None:
         self.first: str | None = None
-        self._file: BinaryIO | None = None
-        if path:
-            try:
-                self._file = open(path, "ab")
-            except OSError as e:
-                raise InputError(f"cannot write dead letters to {path!r}: {e.strerror or e}") from e
+        self._file = open_dead_letters(path)
 
     def add(self, entry: dict) -> None:
         if self.first is None:

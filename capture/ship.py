@@ -88,6 +88,16 @@ class ShipStats:
         return "; ".join(parts)
 
 
+def open_dead_letters(path: str | None) -> BinaryIO | None:
+    """The dead-letter file opened for appending (None without a path); InputError when it cannot be."""
+    if not path:
+        return None
+    try:
+        return open(path, "ab")
+    except OSError as e:
+        raise InputError(f"cannot write dead letters to {path!r}: {e.strerror or e}") from e
+
+
 class DeadLetters:
     """Writes lines that are not records, as JSONL: file, line number, byte offset, reason,
     message and the raw line.
@@ -104,12 +114,7 @@ class DeadLetters:
         self.scrubber = scrubber
         self.redact = redact
         self.first: str | None = None
-        self._file: BinaryIO | None = None
-        if path:
-            try:
-                self._file = open(path, "ab")
-            except OSError as e:
-                raise InputError(f"cannot write dead letters to {path!r}: {e.strerror or e}") from e
+        self._file = open_dead_letters(path)
 
     def add(self, name: str, lineno: int, offset: int, error: ParseError, raw: bytes) -> None:
         """Record one dead letter (`lineno` counts from 1)."""

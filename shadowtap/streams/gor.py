@@ -34,6 +34,7 @@ from typing import BinaryIO
 from shadowtap.errors import StreamError
 from shadowtap.record import Origin, Record, Response, decode_target
 from shadowtap.stream import Delivery
+from shadowtap.streams.jsonl import write_output
 
 SEPARATOR = "\n🐵🙈🙉\n".encode()
 REQUEST, RESPONSE, REPLAYED = b"1", b"2", b"3"
@@ -360,12 +361,7 @@ class GorSink:
             return
         data = b"".join(self._buf)
         self._buf.clear()
-        try:
-            self._file.write(data)
-        except BrokenPipeError as e:
-            raise StreamError("output closed by the reader (broken pipe)") from e
-        except OSError as e:
-            raise StreamError(f"cannot write {self.path!r}: {e.strerror or e}") from e
+        write_output(self._file, data, self.path)
 
     async def flush(self) -> None:
         self._write()

@@ -20,6 +20,16 @@ SEGMENT_BYTES = 64 << 20
 SEGMENT_GLOB = "segment-*.jsonl"
 
 
+def write_output(file: BinaryIO, data: bytes, path: str) -> None:
+    """Write to an output file, turning OS failures into one-sentence StreamErrors."""
+    try:
+        file.write(data)
+    except BrokenPipeError as e:
+        raise StreamError("output closed by the reader (broken pipe)") from e
+    except OSError as e:
+        raise StreamError(f"cannot write {path!r}: {e.strerror or e}") from e
+
+
 def read_records(paths: list[str], skipped: Counter[str]) -> Iterator[Record]:
     """Decode records from JSONL files in order, counting what cannot be used in `skipped`."""
     for path in paths:
@@ -105,12 +115,7 @@ class JsonlSink:
         self._buf.append(b"")  # the join then ends with a newline, without copying the data again
         data = b"\n".join(self._buf)
         self._buf.clear()
-        try:
-            self._file.write(data)
-        except BrokenPipeError as e:
-            raise StreamError("output closed by the reader (broken pipe)") from e
-        except OSError as e:
-            raise StreamError(f"cannot write {self.path!r}: {e.strerror or e}") from e
+        write_output(self._file, data, self.path)
         self.bytes_written += len(data)
 
     async def flush(self) -> None:
