@@ -25,9 +25,11 @@ class Tcpdump:
     """tcpdump writing loopback traffic of one port to a file, stopped with SIGINT."""
 
     def __init__(self, path, port: int) -> None:
-        self.proc = subprocess.Popen([tool("tcpdump"), "-i", "lo", "-w", str(path), "-U", "--immediate-mode", "-s", "0",
-                                      "-B", "32768",
-                                      f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The ring's frames are sized by the snap length: 70000 holds any loopback packet (MTU 65536
+        # + headers) whole, and 128 MiB then holds ~2000 of them, so bursts are not dropped.
+        self.proc = subprocess.Popen([tool("tcpdump"), "-i", "lo", "-w", str(path), "-U", "--immediate-mode",
+                                      "-s", "70000", "-B", "131072", f"tcp port {port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         line = b""
         while b"listening on" not in line and time.monotonic() < deadline:
