@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,12 @@ class RecordingServer:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def complete_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a file another process may be writing right now: a last line without
+    its newline is still being written, so it is left for the next read."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [orjson.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines() if line]

@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 
-import orjson
 import pytest
 from aiohttp import web
 
 from scripts.local_haproxy import LocalHaproxy
 from scripts.procs import free_port
 from tests.conftest import REPO, run_cli
+from tests.support import complete_jsonl
 
 SECRETS = (b"s3cr3t-token", b"s3cr3t-auth", b"s3cr3t-cookie")
 
@@ -100,7 +100,7 @@ def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
 
 
 def read_jsonl(path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line] if path.exists() else []
+    return complete_jsonl(path)
 
 
 def check_records(recs: list[dict], backend: Backend, proxy: LocalHaproxy) -> None:

@@ -13,6 +13,7 @@ import orjson
 
 from scripts.procs import free_port
 from tests.conftest import REPO
+from tests.support import complete_jsonl
 
 LINE = (b'<134>Nov 27 20:42:00 haproxy[7]: 10.0.0.%d:4%04d [27/Nov/2026:20:42:00.%03d] fe be/s1 0/0/1/2/3 200 %d '
         b'- - ---- 1/1/0/0/0 0/0 "GET /item/%d?token=s3cr3t HTTP/1.1"')
@@ -54,8 +55,7 @@ def stop(process: subprocess.Popen, err) -> str:
 
 
 def records(tmp_path) -> list[dict]:
-    path = tmp_path / "r.jsonl"
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+    return complete_jsonl(tmp_path / "r.jsonl")
 
 
 def test_tcp_octet_counting_newline_framing_and_a_broken_frame(tmp_path):
