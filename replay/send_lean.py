@@ -48,7 +48,7 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries at most one request at a time (no pipelining)."""
 
     __slots__ = ("alive", "capture", "chunks", "deadline", "eof_body", "got", "head_only", "interim", "keep_alive",
-                 "last", "parser", "request", "reused", "sender", "size", "stale", "status", "transport")
+                 "last", "parser", "request", "reused", "sender", "size", "stale", "status", "transport", "written")
 
     def __init__(self, sender: LeanSender) -> None:
         self.sender = sender
@@ -56,6 +56,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.request: _Request | None = None
+        self.written = False
+        """The request's bytes went out (see LeanSender.write_soon)."""
         self.alive = True
         self.reused = False
         self.deadline = 0.0
@@ -72,25 +74,25 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] | None = None
 
     def start(self, req: _Request) -> None:
-        """Put `req` on the wire."""
+        """Make `req` this connection's request; its bytes go out at the sender's next flush."""
         self.request = req
+        self.written = False
         self.status = 0
         self.size = 0
         self.got = False
         self.eof_body = False
         self.head_only = req.prepared.method == "HEAD"
         sender = self.sender
-        req.sent = now = sender.clock.now()
-        self.deadline = now + sender.timeout
+        self.deadline = sender.clock.now() + sender.timeout
         if self.capture:
             self.chunks = []
-        self.transport.write(req.data)  # type: ignore[union-attr]
+        sender.write_soon(self, req)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.request is None:  # bytes nobody asked for: the connection cannot be trusted
+        if not self.written or self.request is None:  # bytes nobody asked for: the connection cannot be trusted
             self.sender.discard(self)
             return
         self.got = True
@@ -166,6 +168,31 @@ class LeanSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._unsent: list[tuple[_Connection, _Request]] = []
+
+    def write_soon(self, conn: _Connection, req: _Request) -> None:
+        """Queue `req`'s bytes for `conn`; all queued writes go out together at the end of this
+        turn of the event loop.
+
+        On loopback a write costs about as much as the whole rest of a request: the kernel
+        hands the bytes to the server and wakes it. Writes issued back to back, after the
+        responses of this turn were read, find the server already awake and cost a third less.
+        """
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append((conn, req))
+
+    def _flush(self) -> None:
+        """Write every queued request whose connection still carries it; `sent` is stamped per write."""
+        unsent, self._unsent = self._unsent, []
+        now = self.clock.now
+        timeout = self.timeout
+        for conn, req in unsent:
+            if conn.request is req and conn.alive:
+                req.sent = sent = now()
+                conn.deadline = sent + timeout
+                conn.written = True
+                conn.transport.write(req.data)  # type: ignore[union-attr]
 
     def submit(self, prepared: Prepared, intended: float, token: Any) -> None:
         self.inflight += 1

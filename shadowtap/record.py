@@ -165,7 +165,7 @@ def _headers_out(headers: Headers | None) -> list[list[str]] | None:
 
 def _headers_in(value: Any, name: str) -> Headers:
     try:
-        return tuple((str(k), str(v)) for k, v in value)
+        return tuple([(k, v) if type(k) is str and type(v) is str else (str(k), str(v)) for k, v in value])
     except (TypeError, ValueError) as e:
         raise RecordError(f"field '{name}' must be a list of [name, value] pairs") from e
 
@@ -210,25 +210,32 @@ def encode_record(rec: Record) -> bytes:
 def _response_from(obj: Any) -> Response | None:
     if obj is None:
         return None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise RecordError("field 'response' must be an object or null")
-    headers = obj.get("headers")
+    get = obj.get
+    headers = get("headers")
+    body = get("body")
     return Response(
-        status=obj.get("status"),
-        elapsed_ms=obj.get("elapsed_ms"),
-        bytes=obj.get("bytes"),
-        headers=None if headers is None else _headers_in(headers, "response.headers"),
-        body=_unb64(obj.get("body"), "response.body"),
-        extra={k: v for k, v in obj.items() if k not in _RESPONSE_KEYS},
+        get("status"),
+        get("elapsed_ms"),
+        get("bytes"),
+        None if headers is None else _headers_in(headers, "response.headers"),
+        None if body is None else _unb64(body, "response.body"),
+        {k: v for k, v in obj.items() if k not in _RESPONSE_KEYS} if obj.keys() - _RESPONSE_KEYS else {},
     )
 
 
 def record_from_dict(obj: Any) -> Record:
-    """Build a Record from a wire object, checking the version; unknown keys go to `fields`."""
-    if not isinstance(obj, dict):
+    """Build a Record from a wire object, checking the version; unknown keys go to `fields`.
+
+    This runs once per record on every read (a replay reads tens of thousands a second), so it
+    checks and converts only what is not already of the right type, and builds positionally.
+    """
+    if type(obj) is not dict:
         raise RecordError("not a JSON object")
-    v = obj.get("v")
-    if not isinstance(v, int):
+    get = obj.get
+    v = get("v")
+    if type(v) is not int:
         raise RecordError("no format version 'v': not a shadowtap record")
     if v > FORMAT_VERSION:
         raise VersionError(
@@ -237,24 +244,30 @@ def record_from_dict(obj: Any) -> Record:
     if v < 1:
         raise RecordError(f"unknown record format version v{v}")
     try:
-        origin = obj.get("origin") or {}
-        fields = dict(obj.get("fields") or {})
-        fields.update((k, val) for k, val in obj.items() if k not in _RECORD_KEYS)
+        origin = get("origin") or {}
+        fields = get("fields") or {}
+        if type(fields) is not dict or obj.keys() - _RECORD_KEYS:
+            fields = dict(fields)
+            fields.update((k, val) for k, val in obj.items() if k not in _RECORD_KEYS)
+        ident, ts, method, target = obj["id"], obj["ts"], obj["method"], obj["target"]
+        headers = get("headers")
+        body = get("body")
+        target_raw = get("target_raw")
         return Record(
-            id=str(obj["id"]),
-            ts=float(obj["ts"]),
-            method=str(obj["method"]),
-            target=str(obj["target"]),
-            version=str(obj.get("version") or "HTTP/1.1"),
-            host=obj.get("host"),
-            headers=_headers_in(obj.get("headers") or (), "headers"),
-            body=_unb64(obj.get("body"), "body"),
-            client=obj.get("client"),
-            session=obj.get("session"),
-            origin=Origin(str(origin.get("kind", "unknown")), origin.get("name"), origin.get("pos")),
-            response=_response_from(obj.get("response")),
-            fields=fields,
-            target_raw=_unb64(obj.get("target_raw"), "target_raw"),
+            ident if type(ident) is str else str(ident),
+            ts if type(ts) is float else float(ts),
+            method if type(method) is str else str(method),
+            target if type(target) is str else str(target),
+            str(get("version") or "HTTP/1.1"),
+            get("host"),
+            _headers_in(headers, "headers") if headers else (),
+            None if body is None else _unb64(body, "body"),
+            get("client"),
+            get("session"),
+            Origin(str(origin.get("kind", "unknown")), origin.get("name"), origin.get("pos")),
+            _response_from(get("response")),
+            fields,
+            None if target_raw is None else _unb64(target_raw, "target_raw"),
         )
     except KeyError as e:
         raise RecordError(f"missing required field {e.args[0]!r}") from e
