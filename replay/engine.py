@@ -134,6 +134,7 @@ class _Run:
         self.options = options
         self.stats = stats
         self.clock = clock or MonotonicClock()
+        self.poke = self.clock.poke
         self.hooks = hooks
         self.skip = skip or skip_writes(options)
         extra: list[Listener] = []
@@ -294,6 +295,7 @@ class _Run:
     def _done(self, outcome: Outcome, token: Delivery | _Pending, exchange: Exchange | None) -> None:
         """A sender's completion callback (runs inside protocol callbacks: must not raise)."""
         self.inflight -= 1
+        self.poke()
         self.fanout.emit(outcome)
         if type(token) is _Pending:
             token.left -= 1

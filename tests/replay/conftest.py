@@ -47,6 +47,9 @@ class FakeClock:
         self.sleeps.append(t)
         self.t = max(self.t, t)
 
+    def poke(self) -> None:
+        return None
+
 
 @pytest.fixture
 def fake_clock() -> FakeClock:

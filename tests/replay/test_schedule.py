@@ -3,12 +3,15 @@ drift; loops; duration, limit and the end of a profile stopping a run."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import statistics
+import time
 
 import pytest
 
+from replay import schedule
 from replay.options import ReplayOptions, Target
 from replay.schedule import Loop, Pacing, Schedule, ramp, stages
 from replay.shadow import run_shadow
@@ -197,3 +200,28 @@ async def test_duration_and_profiles_stop_exactly_on_the_fake_clock(serve, fake_
     assert (limited.schedule.sent, limited.schedule.stopped) == (4, "limit")
     assert limited.schedule.window_s == pytest.approx(0.3)
     assert len(srv.seen) == 29
+
+
+async def test_a_poke_ends_a_wait_once_its_time_has_passed_and_not_before(monkeypatch):
+    """The real clock's timer is only a fallback: completions poke it awake at the deadline."""
+    monkeypatch.setattr(schedule, "MIN_WAIT_S", 30.0)  # the timer alone would wait 30 s
+    clock = schedule.MonotonicClock()
+    start = time.monotonic()
+    deadline = start + 0.05
+    poked: list[float] = []
+
+    async def poke_every_5_ms() -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            poked.append(time.monotonic())
+            clock.poke()
+
+    poker = asyncio.create_task(poke_every_5_ms())
+    try:
+        await clock.sleep_until(deadline)
+    finally:
+        poker.cancel()
+    woke = time.monotonic()
+    assert woke >= deadline, "woken before its time by an early poke"
+    assert any(p < deadline for p in poked)
+    assert woke - deadline < 1.0, f"not woken by the pokes after the deadline ({woke - deadline:.3f} s late)"
