@@ -47,13 +47,14 @@ class Prepared:
     """The target-independent part of a request, built once per record.
 
     A plain slotted class rather than a frozen dataclass: one is made per record on the hot
-    path, and it caches its encoded header block for the lean sender.
+    path. Its headers come in a `HeaderSet` shared by every record with the same original
+    headers, which encodes them once for the lean sender.
     """
 
-    __slots__ = ("_block", "body", "headers", "host", "method", "problem", "raw", "record", "target")
+    __slots__ = ("_set", "body", "headers", "host", "method", "problem", "raw", "record", "target")
 
     def __init__(self, record: Record, target: str, raw: bytes, host: str | None,
-                 headers: list[tuple[str, str]], problem: str | None) -> None:
+                 header_set: HeaderSet, problem: str | None) -> None:
         self.record = record
         self.method = record.method
         self.target = target
@@ -62,15 +63,29 @@ class Prepared:
         """The exact request-target bytes to send."""
         self.host = host
         """Host header value; None: the target's host:port."""
-        self.headers = headers
+        self.headers = header_set.headers
         """Original headers in order minus hop-by-hop ones, then the marker (never modified)."""
         self.body = record.body
         self.problem = problem
         """Why the request cannot be sent at all (it then becomes a `protocol` error)."""
+        self._set = header_set
+
+    def block(self) -> bytes:
+        """`Name: value\\r\\n` lines of `headers`, UTF-8 (as aiohttp writes them)."""
+        return self._set.block()
+
+
+class HeaderSet:
+    """Headers to send, and their encoded block once asked for (shared, never modified)."""
+
+    __slots__ = ("_block", "headers")
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self.headers = headers
         self._block: bytes | None = None
 
     def block(self) -> bytes:
-        """`Name: value\\r\\n` lines of `headers`, UTF-8 (as aiohttp writes them), cached."""
+        """The header lines as bytes; ValueError (HEADER_CRLF) when one holds CR or LF."""
         if self._block is None:
             self._block = encode_headers(self.headers)
         return self._block
@@ -87,14 +102,23 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
     return block
 
 
+HEADER_CACHE_SIZE = 4096
+"""Distinct header lists whose filtered form is kept (a proxy log repeats a few user agents)."""
+
+
 class Preparer:
-    """Builds `Prepared` requests from records under one run's options (rewrites, marker, Host)."""
+    """Builds `Prepared` requests from records under one run's options (rewrites, marker, Host).
+
+    Records of one log share a handful of header lists (user agents, referrers), so the
+    filtered list and its encoded block are built once per distinct list and reused.
+    """
 
     def __init__(self, options: ReplayOptions) -> None:
         self._marker = options.marker
         self._host = options.host_header
         self._hop = DROP_HEADERS | {options.marker[0].lower()}
         self._rewrites = [(*r.compile(), r.replacement) for r in options.rewrite_paths]
+        self._sets: dict[tuple[tuple[str, str], ...], HeaderSet] = {}
 
     def __call__(self, record: Record) -> Prepared:
         target, raw = record.target, record.target_raw
@@ -106,9 +130,21 @@ class Preparer:
                 target = decode_target(raw)[0]
         if raw is None:
             raw = target.encode("utf-8", "surrogateescape")
+        header_set = self._sets.get(record.headers)
+        if header_set is None:
+            if len(self._sets) >= HEADER_CACHE_SIZE:
+                self._sets.clear()
+            header_set = self._sets[record.headers] = HeaderSet(self._filter(record.headers))
+        problem = None
+        if b"\r" in raw or b"\n" in raw:
+            problem = "target contains CR or LF, which cannot go on a request line"
+        return Prepared(record, target, raw, self._host or record.host, header_set, problem)
+
+    def _filter(self, original: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+        """The headers to send: hop-by-hop ones (also those a Connection header names) dropped, the marker last."""
         hop = self._hop
         headers: list[tuple[str, str]] = []
-        for header in record.headers:
+        for header in original:
             lower = header[0].lower()
             if lower in hop:
                 if lower == "connection":
@@ -118,10 +154,7 @@ class Preparer:
         if hop is not self._hop:  # a Connection header named more hop-by-hop headers
             headers = [(n, v) for n, v in headers if n.lower() not in hop]
         headers.append(self._marker)
-        problem = None
-        if b"\r" in raw or b"\n" in raw:
-            problem = "target contains CR or LF, which cannot go on a request line"
-        return Prepared(record, target, raw, self._host or record.host, headers, problem)
+        return headers
 
 
 @dataclass(frozen=True, slots=True)
