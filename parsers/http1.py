@@ -255,6 +255,11 @@ def is_chunked(te: str) -> bool:
     return te.rsplit(",", 1)[-1].strip() == "chunked"
 
 
+def starts_request(data: bytes) -> bool:
+    """Whether `data` starts with a whole HTTP/1.x request line."""
+    return _REQUEST_START.match(data) is not None
+
+
 def guess_role(payload: bytes) -> bool | None:
     """For a connection seen without its handshake: True when `payload` starts like a request,
     False when it starts like a response, None when it says neither."""
@@ -270,12 +275,57 @@ def _seq_le(a: int, b: int) -> bool:
     return ((b - a) & MASK) < HALF
 
 
-class _BadHead(Exception):
+class BadHead(Exception):
     """A start line that is not HTTP/1.x."""
 
     def __init__(self, line: bytes) -> None:
         super().__init__()
         self.line = line
+
+
+def parse_request_head(msg: Message, head: bytes) -> bool:
+    """Fill `msg` from a request head (up to its empty line): `METHOD SP TARGET SP VERSION`
+    and the header fields. A version that is not `HTTP/d.d` but starts with `HTTP/` is kept
+    as written. Without a version the request is HTTP/0.9: a simple request (RFC 1945 4.1:
+    `GET`, the target, nothing else) when no header lines follow; True then. Raises BadHead."""
+    nl = head.find(b"\n")
+    line = head if nl < 0 else head[:nl]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    parts = line.split(b" ")
+    if len(parts) == 3 and (parts[2].startswith(b"HTTP/") or _VERSION.fullmatch(parts[2])):
+        method, target, version = parts
+    elif len(parts) == 2:
+        (method, target), version = parts, b"HTTP/0.9"
+    else:
+        raise BadHead(line)
+    simple = version == b"HTTP/0.9" and (nl < 0 or not head[nl + 1:].strip())
+    if not target or _TOKEN.fullmatch(method) is None or (simple and method != b"GET"):
+        raise BadHead(line)
+    msg.method = method.decode("ascii")
+    msg.target = target
+    msg.version = version.decode("ascii", "replace")
+    if simple:
+        msg.close = True
+    else:
+        msg.close = msg.version in ("HTTP/1.0", "HTTP/0.9")
+        _read_fields(msg, head)
+    return simple
+
+
+def parse_response_head(msg: Message, head: bytes) -> None:
+    """Fill `msg` from a response head (up to its empty line): status line and header
+    fields. Raises BadHead."""
+    nl = head.find(b"\n")
+    line = (head if nl < 0 else head[:nl]).rstrip(b"\r")
+    version, _, rest = line.partition(b" ")
+    status, _, reason = rest.partition(b" ")
+    if _VERSION.fullmatch(version) is None or len(status) != 3 or not status.isdigit():
+        raise BadHead(line)
+    msg.version = version.decode("ascii")
+    msg.status = int(status)
+    msg.reason = _decode(reason)
+    _read_fields(msg, head)
 
 
 class MessageReader:
@@ -436,7 +486,7 @@ class MessageReader:
         msg.last_ts = ts
         try:
             simple = self._parse_head(msg, head)
-        except _BadHead as e:
+        except BadHead as e:
             self._bad(e.line, first_frame)
             return len(data)
         if simple:
@@ -575,7 +625,7 @@ class MessageReader:
     # -- what differs per direction ------------------------------------------------------------
 
     def _parse_head(self, msg: Message, head: bytes) -> bool:
-        """Fill `msg` from its head; True for an HTTP/0.9 simple request. Raises _BadHead."""
+        """Fill `msg` from its head; True for an HTTP/0.9 simple request. Raises BadHead."""
         raise NotImplementedError
 
     def _framing(self, msg: Message, ack: int) -> int | None:
@@ -593,32 +643,7 @@ class RequestReader(MessageReader):
     """The client's direction: requests."""
 
     def _parse_head(self, msg: Message, head: bytes) -> bool:
-        """`METHOD SP TARGET SP VERSION`. A version that is not `HTTP/d.d` but starts with
-        `HTTP/` is kept as written. Without a version the request is HTTP/0.9: a simple
-        request (RFC 1945 4.1: `GET`, the target, nothing else) when no header lines follow."""
-        nl = head.find(b"\n")
-        line = head if nl < 0 else head[:nl]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        parts = line.split(b" ")
-        if len(parts) == 3 and (parts[2].startswith(b"HTTP/") or _VERSION.fullmatch(parts[2])):
-            method, target, version = parts
-        elif len(parts) == 2:
-            (method, target), version = parts, b"HTTP/0.9"
-        else:
-            raise _BadHead(line)
-        simple = version == b"HTTP/0.9" and (nl < 0 or not head[nl + 1:].strip())
-        if not target or _TOKEN.fullmatch(method) is None or (simple and method != b"GET"):
-            raise _BadHead(line)
-        msg.method = method.decode("ascii")
-        msg.target = target
-        msg.version = version.decode("ascii", "replace")
-        if simple:
-            msg.close = True
-        else:
-            msg.close = msg.version in ("HTTP/1.0", "HTTP/0.9")
-            _read_fields(msg, head)
-        return simple
+        return parse_request_head(msg, head)
 
     def _partial_head(self, buf: bytes) -> None:
         nl = buf.find(b"\n")
@@ -630,7 +655,7 @@ class RequestReader(MessageReader):
         msg = self._new_message(ts, frame)
         try:
             self._parse_head(msg, buf[:nl + 1])
-        except _BadHead as e:
+        except BadHead as e:
             self._bad(e.line, frame)
             return
         self._begin(msg, ts, (seq + nl + 1) & MASK, 0)
@@ -655,7 +680,7 @@ class RequestReader(MessageReader):
         return state
 
     def _starts_message(self, data: bytes, ack: int) -> bool:
-        return _REQUEST_START.match(data) is not None
+        return starts_request(data)
 
     def _plausible(self, buf: bytes) -> bool:
         return _REQUEST_PREFIX.match(buf) is not None
@@ -691,16 +716,7 @@ class ResponseReader(MessageReader):
         return super()._head(data, pos, ts, frame, seq, ack)
 
     def _parse_head(self, msg: Message, head: bytes) -> bool:
-        nl = head.find(b"\n")
-        line = (head if nl < 0 else head[:nl]).rstrip(b"\r")
-        version, _, rest = line.partition(b" ")
-        status, _, reason = rest.partition(b" ")
-        if _VERSION.fullmatch(version) is None or len(status) != 3 or not status.isdigit():
-            raise _BadHead(line)
-        msg.version = version.decode("ascii")
-        msg.status = int(status)
-        msg.reason = _decode(reason)
-        _read_fields(msg, head)
+        parse_response_head(msg, head)
         return False
 
     def _framing(self, msg: Message, ack: int) -> int | None:

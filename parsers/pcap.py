@@ -50,7 +50,7 @@ IPV6_EXTENSIONS = frozenset({0, 43, 60})
 Segment = tuple[bytes, int, int, int, bytes, int]
 Decoder = Callable[[bytes], "Segment | str"]
 
-_V4_TCP = struct.Struct("!BxH2xHxB10xHHIIBB")
+_V4_TCP = struct.Struct("!BxH2xHxB14xIIBB")
 """IPv4 header (20 bytes, no options) directly followed by the fixed TCP header."""
 _TCP = struct.Struct("!HHIIBB")
 _V6 = struct.Struct("!4xHBx")
@@ -136,16 +136,22 @@ def _by_ethertype(frame: bytes, ethertype: int, o: int) -> Segment | str:
     return "not_ip"
 
 
-def _v4_fast(frame: bytes, o: int) -> Segment | str:
-    """IPv4 at `o`: the one-unpack path for a 20-byte header, else the general one."""
-    if len(frame) >= o + 34 and frame[o] == 0x45:
-        _vihl, total, frag, proto, _sport, _dport, seq, ack, off, flags = _V4_TCP.unpack_from(frame, o)
+def ipv4_segment(buf: bytes, o: int, end: int) -> Segment | None:
+    """The common case of an IPv4 packet at buf[o:end], in one unpack: a 20-byte header, TCP,
+    not a fragment, whole. None for any other packet (the general decoders read it)."""
+    if end >= o + 40 and buf[o] == 0x45:
+        _vihl, total, frag, proto, seq, ack, off, flags = _V4_TCP.unpack_from(buf, o)
         if proto == 6 and not frag & 0x3FFF and total >= 40:
             start = o + 20 + (off >> 4) * 4
-            end = o + total
-            if o + 40 <= start <= end <= len(frame):
-                return frame[o + 12:o + 24], seq, ack, flags, frame[start:end], 0
-    return _ipv4(frame, o)
+            stop = o + total
+            if o + 40 <= start <= stop <= end:
+                return buf[o + 12:o + 24], seq, ack, flags, buf[start:stop], 0
+    return None
+
+
+def _v4_fast(frame: bytes, o: int) -> Segment | str:
+    """IPv4 at `o`: the one-unpack path for a 20-byte header, else the general one."""
+    return ipv4_segment(frame, o, len(frame)) or _ipv4(frame, o)
 
 
 def decode_ethernet(frame: bytes) -> Segment | str:
@@ -222,6 +228,11 @@ _DECODERS: dict[int, Decoder] = {
     LINKTYPE_LOOP: decode_loop,
     **dict.fromkeys(DLT_RAW_ALIASES, decode_raw),
 }
+
+
+IPV4_LINKS = {LINKTYPE_ETHERNET: (12, 14), LINKTYPE_LINUX_SLL: (14, 16), LINKTYPE_LINUX_SLL2: (0, 20)}
+"""Link types with an ethertype: (its offset, the IP header's offset) for `ipv4_segment` when
+the ethertype is 0x0800 (the readers of whole files go straight there, without a frame copy)."""
 
 
 def decoder_for(linktype: int) -> Decoder | None:

@@ -218,10 +218,12 @@ class HalfStream:
 class Connection:
     """Both directions of one TCP connection, and whatever the application layer keeps on it."""
 
-    __slots__ = ("app", "client", "client_key", "closed_at", "last_ts", "midstream", "packets", "server")
+    __slots__ = ("app", "client", "client_key", "closed_at", "last_ts", "midstream", "packets", "serial", "server")
 
-    def __init__(self, client_key: bytes, ts: float, midstream: bool) -> None:
+    def __init__(self, client_key: bytes, ts: float, midstream: bool, serial: int = 0) -> None:
         self.client_key = client_key
+        self.serial = serial
+        """Rank of the connection's first packet among all connections' (closing order)."""
         self.last_ts = ts
         self.midstream = midstream
         """True when the handshake was not captured: both streams may start inside a message."""
@@ -249,6 +251,10 @@ class TcpTracker:
     roles cannot be told yet (bare ACKs, data from the middle of a message) are not tracked:
     `packet` returns the reason as a string for the caller to count. `closer(conn)` is called
     once for every connection, after both directions were flushed.
+
+    A connection may also be followed elsewhere from its SYN (the capture fast path) and
+    handed over later with `adopt`; `before_expire(now)` lets that follower hand over its idle
+    connections before they are expired here.
     """
 
     def __init__(self, opener: Opener, guess: RoleGuess, closer: Closer, ports: frozenset[int] | None,
@@ -262,7 +268,9 @@ class TcpTracker:
         self.flows: dict[bytes, tuple[Connection, HalfStream, HalfStream]] = {}
         self.frame = 0
         """Frame number of the packet being processed (for reports about gaps it revealed)."""
-        self._next_expiry = 0.0
+        self.next_expiry = 0.0
+        """Capture time at or after which `expire` is due (the caller checks, see `packet`)."""
+        self.before_expire: Callable[[float], None] | None = None
 
     def packet(self, key: bytes, seq: int, ack: int, flags: int, payload: bytes, ts: float, frame: int,
                missing: int = 0) -> str | None:
@@ -287,7 +295,7 @@ class TcpTracker:
             half.missing((seq + (1 if flags & SYN else 0) + len(payload)) & MASK, missing, ts)
         if conn.closed_at is None and (flags & RST or (half.ended and peer.ended)):
             self.close(conn, ts, "reset" if flags & RST else "fin")
-        if ts >= self._next_expiry:
+        if ts >= self.next_expiry:
             self.expire(ts)
         return None
 
@@ -316,15 +324,34 @@ class TcpTracker:
         client_key = key if from_client else flow_reverse(key)
         if self.ports is not None and flow_ports(client_key)[1] not in self.ports:
             return "other_port"
-        conn = Connection(client_key, ts, midstream=not flags & SYN)
+        self._register(Connection(client_key, ts, not flags & SYN, self.new_serial()))
+        return self.flows[key]
+
+    def new_serial(self) -> int:
+        """Count a new connection; its serial number."""
+        self.stats.connections += 1
+        return self.stats.connections
+
+    def _register(self, conn: Connection) -> None:
         app, (c_data, c_gap, c_end), (s_data, s_gap, s_end) = self.opener(conn)
         conn.app = app
         conn.client = client = HalfStream(self.stats, c_data, c_gap, c_end)
         conn.server = server = HalfStream(self.stats, s_data, s_gap, s_end)
-        self.flows[client_key] = (conn, client, server)
-        self.flows[flow_reverse(client_key)] = (conn, server, client)
-        self.stats.connections += 1
-        return self.flows[key]
+        self.flows[conn.client_key] = (conn, client, server)
+        self.flows[flow_reverse(conn.client_key)] = (conn, server, client)
+
+    def adopt(self, client_key: bytes, serial: int, packets: int, last_ts: float, client_next: int,
+              server_next: int | None) -> Connection:
+        """Take over a connection followed elsewhere from its SYN (see `new_serial`), with
+        nothing held out of order: each direction goes on at its next sequence number (None:
+        the server's SYN was not seen). The caller then hands the application layer what it
+        kept of the unfinished messages."""
+        conn = Connection(client_key, last_ts, False, serial)
+        conn.packets = packets
+        self._register(conn)
+        conn.client.next_seq = client_next
+        conn.server.next_seq = server_next
+        return conn
 
     def close(self, conn: Connection, ts: float, reason: str) -> None:
         """Flush both directions (client first: a request cut short is known before its missing
@@ -346,11 +373,12 @@ class TcpTracker:
     def expire(self, now: float) -> None:
         """Close connections idle for longer than the idle timeout (capture time) and forget
         closed ones after their linger time."""
-        self._next_expiry = now + min(self.idle_timeout, 1.0)
+        self.next_expiry = now + min(self.idle_timeout, 1.0)
+        if self.before_expire is not None:
+            self.before_expire(now)
         idle_limit = now - self.idle_timeout
         linger_limit = now - CLOSED_LINGER
-        unique = {id(c): c for c, _, _ in self.flows.values()}
-        for conn in unique.values():
+        for conn in self._connections():
             if conn.closed_at is not None:
                 if conn.closed_at < linger_limit:
                     self._forget(conn)
@@ -360,7 +388,11 @@ class TcpTracker:
 
     def close_all(self, ts: float, reason: str = "capture_end") -> None:
         """End of the capture: flush, close and forget every connection."""
-        unique = {id(c): c for c, _, _ in self.flows.values()}
-        for conn in unique.values():
+        for conn in self._connections():
             self.close(conn, ts, reason)
             self._forget(conn)
+
+    def _connections(self) -> list[Connection]:
+        """Every known connection once, in the order their first packets came."""
+        unique = {id(c): c for c, _, _ in self.flows.values()}
+        return sorted(unique.values(), key=lambda c: c.serial)

@@ -17,6 +17,7 @@ import pytest
 
 from scripts.local_nginx import LocalNginx
 from tests.capture.pcap_helpers import capture, summary, tool
+from tests.capture.test_pcap_fast import compare
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ def python_client(port: int, sent: list) -> None:
         assert b"HTTP/1.1 200" in http_exchange(s, 1)
 
 
-def test_capture_of_real_loopback_traffic_gives_exactly_the_requests_sent(tmp_path):
+def test_capture_of_real_loopback_traffic_gives_exactly_the_requests_sent(tmp_path, capsys, monkeypatch):
     curl, ab = tool("curl"), tool("ab")
     rng = random.Random(1)
     big = bytes(rng.randrange(256) for _ in range(300_000))
@@ -137,6 +138,10 @@ def test_capture_of_real_loopback_traffic_gives_exactly_the_requests_sent(tmp_pa
     pipelined = sorted((r for r in records if r["target"].startswith("/pipe/")), key=lambda r: r["target"])
     assert len({r["origin"]["pos"] for r in pipelined}) < len(pipelined)  # several in one frame
     assert len({r["id"] for r in records}) == len(records)
+    # The fast path takes ab's keep-alive GETs (at least) and writes what the general path writes.
+    for scrub in (True, False):
+        _, taken = compare([pcap], tmp_path, capsys, monkeypatch, scrub=scrub)
+        assert taken >= 200
 
 
 def test_max_body_truncates_and_says_how_large_the_body_was(tmp_path):

@@ -222,6 +222,25 @@ def test_close_all_flushes_everything():
     assert closed == [opened[0].conn] and t.flows == {}
 
 
+def test_an_adopted_connection_goes_on_at_its_sequence_numbers_and_closes_in_first_seen_order():
+    # A connection followed elsewhere from its SYN (the capture fast path) is handed over later:
+    # it keeps its serial number, so closing at the end of the capture goes by first packets.
+    t, opened, closed = tracker()
+    other = bytes([10, 0, 0, 1, 10, 0, 0, 2, 0x9C, 0x41, 0, 80])
+    early = t.new_serial()
+    t.packet(other, 1, 0, SYN, b"", 0.0, 2)
+    expired = []
+    t.before_expire = expired.append
+    conn = t.adopt(CLIENT_KEY, early, 5, 0.5, 1001, 501)
+    assert conn.packets == 5 and opened[-1].conn is conn
+    t.packet(CLIENT_KEY, 1001, 501, ACK, b"GET / HTTP/1.1\r\n\r\n", 1.0, 7)
+    t.packet(flow_reverse(CLIENT_KEY), 501, 1019, ACK, b"HTTP/1.1 200 OK\r\n\r\n", 1.1, 8)
+    assert opened[-1].client.stream().startswith(b"GET") and opened[-1].server.stream().startswith(b"HTTP")
+    assert conn.packets == 7 and opened[-1].client.events[0] == ("data", b"GET / HTTP/1.1\r\n\r\n", 1001)
+    t.close_all(2.0)
+    assert closed == [conn, opened[0].conn] and expired == [1.0]  # expiry runs once per second
+
+
 # -- link and IP decoding ------------------------------------------------------------------------
 
 def ipv4_tcp(payload: bytes, flags: int = ACK | PSH, seq: int = 7, ack: int = 9) -> bytes:
