@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from parsers.encode import Codegen, LineEncoder, ScrubRules
+from parsers.encode import Codegen, LineEncoder, Part, ScrubRules, lit, var
 from parsers.requestline import HTTP_VERSION, RequestWords
 from parsers.syslog import PREFIX
 from shadowtap.errors import FormatError, ParseError, SkipLine
@@ -104,6 +104,10 @@ _FAST_PATTERNS: dict[str, bytes] = {
     "tsc": rb"([" + _WORD + rb"]{4})",
     "hr": rb"\{([\x20\x21\x24-\x5b\x5d-\x7a\x7c\x7e]*)\}", "hs": rb"\{([\x20\x21\x24-\x5b\x5d-\x7a\x7c\x7e]*)\}",
 }
+_FAST_CAPTURE = rb"([\x20\x21\x24-\x5b\x5d-\x7a\x7e]*)"
+"""One value of a named captured header block on the fast path (no `|`, `{`, `}` either)."""
+_FAST_WHEN = rb"(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d)\.(\d{3})"
+"""The fast path's time item: whole seconds (the date cache's key) and milliseconds."""
 _FAST_REQUEST = rb'"([!$%&\'*+\-.^_`|~0-9A-Za-z]+) (/[' + _WORD + rb']*) (HTTP/\d+(?:\.\d+)?)"'
 _QUOTABLE = frozenset("ci fi bi si ft f b s CC CS r HM HU HP HPO HQ HV ID H sslc sslv OG".split())
 _MAY_BE_EMPTY = frozenset({"hr", "hs", "hrl", "hsl"})
@@ -118,7 +122,8 @@ _HEX_BYTES = {b"%02X" % i: bytes([i]) for i in range(256)} | {b"%02x" % i: bytes
 _BACKSLASH_ESC = re.compile(rb"\\(.)", re.DOTALL)
 _ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
 _DATE_PARTS = re.compile(rb"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d)(?:\.(\d{3}))?(?: ([+-])(\d\d)(\d\d))?")
-_MONTHS = {m.encode(): i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTH_NAMES = tuple(m.encode() for m in "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 
 _SKIPS = [
     (re.compile(PREFIX + rb"Connect from \S+ to \S+ \(\S+\)\r?"), "connect_notice",
@@ -130,6 +135,7 @@ _SKIPS = [
      "HAProxy state notice (no HTTP request)"),
 ]
 _CACHE_MAX = 4096
+_PREFIX_MATCH = re.compile(PREFIX).match
 
 
 def _unescape(value: bytes) -> bytes:
@@ -287,11 +293,15 @@ class HaproxyFormat:
         self._words = RequestWords()
 
     def _compile(self, fast: bool) -> tuple[bytes, list[_Item]]:
-        """The line regex (after the optional syslog prefix) and the item of each group; `fast`
-        gives the strict regex of the fast path, without the closing-quote group."""
+        """The line regex (the optional syslog prefix, then the message) and the item of each
+        group; `fast` gives the strict regex of the fast path for the message alone, without the
+        closing-quote group, with the request line in three groups, the time item in two and the
+        named request captures in one each."""
         tokens = self._tokens
-        regex = [PREFIX]
+        regex = [] if fast else [PREFIX]
         groups: list[_Item] = []
+        when = self._groups[self._i_time] if fast and self._i_time >= 0 else None
+        named = self._groups[self._i_req_caps] if fast and self.capture_headers and self._i_req_caps >= 0 else None
         k = 0
         while k < len(tokens):
             token = tokens[k]
@@ -305,6 +315,12 @@ class HaproxyFormat:
                 groups.append(token)
                 if fast and token.alias == "r":
                     groups += [token, token]
+                elif token is when:  # seconds and milliseconds
+                    pattern = _FAST_WHEN
+                    groups.append(token)
+                elif token is named:  # one group per name
+                    pattern = rb"\{" + rb"\|".join([_FAST_CAPTURE] * len(self.capture_headers)) + rb"\}"
+                    groups += [token] * (len(self.capture_headers) - 1)
                 elif trailing and token.alias == "r" and token.quoted:
                     groups.append(_CLOSING)
                 if token.alias in _MAY_BE_EMPTY:
@@ -312,7 +328,8 @@ class HaproxyFormat:
                     if k + 1 < len(tokens) and tokens[k + 1] is None:
                         pattern += b" "
                         k += 1
-                    pattern = b"(?:" + pattern + b")?"
+                    # A block the named pattern refuses must not be taken by the next block's.
+                    pattern = b"(?:" + pattern + (rb"|(?!\{))" if token is named else b")?")
                 regex.append(pattern)
             k += 1
         regex.append(rb"\r?")
@@ -595,6 +612,12 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
     active time, and dates with milliseconds: they are copied into JSON as they are. What the
     general path does per value (`-` or `""` becomes null, captured headers by name, scrubbing,
     the date cache) is written out per group.
+
+    Where the strict regex matches, it must split the line as the general regex does: its
+    groups admit fewer bytes than the general ones and are tried in the same order, and where
+    a refused value could slide into the next group (a request capture block that does not
+    have one value per name, into the response block), a lookahead forbids it.
+    tests/capture/test_capture_fast_equivalence.py compares both paths on every real sample.
     """
     regex, fast_groups = fmt._compile(fast=True)
     index: dict[int, int] = {}  # group of the general regex -> group of the strict one
@@ -625,7 +648,23 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
             return f"(({cache}.get({g}) or {gen.const(scrub)}({g})) if b'?' in {g} else {g})"
         return f"{gen.const(scrub)}({g})"
 
-    gen.line(f"m = {gen.const(re.compile(regex, re.DOTALL).fullmatch)}(line)")
+    def value(g: str, absent: str, scrub: Callable[[bytes], bytes] | None = None) -> list[Part]:
+        """A present value as a JSON string (scrubbed only where present)."""
+        expression = g if scrub is None else f"({g} if {absent} else {scrubbed(g, scrub)})"
+        return [lit(b'"'), var(expression), lit(b'"')]
+
+    # The syslog prefix ends where the prefix regex alone stops: the first split the general
+    # regex tries, and the one it takes when the strict message regex matches after it. A
+    # prefix that ends with a tag (`...haproxy[pid]: `) is decided by its own bytes only, so
+    # lines that start with the same bytes (the same second, host and process) reuse it.
+    gen.before("known, known_end = b'\\n', 1")
+    gen.line("if line.startswith(known):")
+    gen.line("    end = known_end")
+    gen.line("else:")
+    gen.line(f"    end = {gen.const(_PREFIX_MATCH)}(line).end()")
+    gen.line("    if line[end - 2:end] == b': ':")
+    gen.line("        known, known_end = line[:end], end")
+    gen.line(f"m = {gen.const(re.compile(regex, re.DOTALL).fullmatch)}(line, end)")
     gen.line("if m is None:")
     gen.bail(1)
     gen.line(f"{', '.join(f'g{n}' for n in range(len(fast_groups)))}, = m.groups()")
@@ -635,37 +674,24 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
         gen.line(f"    {target} = {cache}.get({target}) or {gen.const(rules.target)}({target})")
     when = group(fmt._i_time)
     seconds = _Seconds()
-    gen.line(f"seconds = {gen.const(seconds.cache)}.get({when}[:20])")
+    gen.line(f"seconds = {gen.const(seconds.cache)}.get({when})")
     gen.line("if seconds is None:")
-    gen.line(f"    seconds = {gen.const(seconds)}({when}[:20])")
+    gen.line(f"    seconds = {gen.const(seconds)}({when})")
     gen.line("    if seconds is None:")
     gen.bail(2)
 
-    if fmt.capture_headers:
-        block = group(fmt._i_req_caps)
-        gen.line(f"if {block} is None:")
-        gen.line("    headers = b''")
-        gen.line(f"    host = {null}")
-        gen.line("else:")
-        gen.line(f"    c = {block}.split(b'|')")
-        gen.line(f"    if len(c) != {len(fmt.capture_headers)}:")
-        gen.bail(2)
-        pieces = []
-        for n, header in enumerate(fmt.capture_headers):
-            opening = gen.const(b",[" + orjson.dumps(header) + b',"')
-            scrub = rules.header(header) if rules is not None else None
-            pieces.append(f"({opening} + {scrubbed(f'c[{n}]', scrub)} + b'\"]' if c[{n}] else b'')")
-        gen.line(f"    headers = ({' + '.join(pieces)})[1:]")
-        hosts = [f"c[{n}]" for n, header in enumerate(fmt.capture_headers) if header.lower() == "host"]
-        gen.line(f"    host = b'\"' + {hosts[0]} + b'\"' if {hosts[0]} else {null}" if hosts else f"    host = {null}")
+    names = fmt.capture_headers
+    captured = [f"g{index[fmt._i_req_caps] + n}" for n in range(len(names))]
+    if names:  # a line without the block has no headers
+        gen.line(f"if {captured[0]} is None:")
+        gen.line(f"    {', '.join(captured)}, = {gen.const((b'',) * len(names))}")
 
     gen.lit(b'{"v":1,"id":"' + fingerprint.encode() + b"-")
-    gen.line("pos = b'%d' % offset")
-    gen.var("pos")
+    gen.offset()
     gen.lit(b'","ts":')
     gen.var("seconds")
     gen.lit(b".")
-    gen.var(f"{when}[21:]")
+    gen.var(f"g{index[fmt._i_time] + 1}")
     gen.lit(b',"method":"')
     gen.var(method)
     gen.lit(b'","target":"')
@@ -673,22 +699,30 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
     gen.lit(b'","version":"')
     gen.var(version)
     gen.lit(b'","host":')
-    if fmt.capture_headers:
-        gen.var("host")
-        gen.lit(b',"headers":[')
-        gen.var("headers")
-    else:
-        gen.lit(b'null,"headers":[')
+    host: Part = lit(b"null")
+    for n in reversed([n for n, header in enumerate(names) if header.lower() == "host"]):  # the first present
+        host = gen.choice(f"not {captured[n]}", [host], value(captured[n], f"not {captured[n]}"))
+    gen.emit(host)
+    gen.lit(b',"headers":[')
+    gen.emit(gen.listing([
+        (f"not {c}", [lit(b"[" + orjson.dumps(header) + b","),
+                      *value(c, f"not {c}", rules.header(header) if rules is not None else None), lit(b"]")])
+        for c, header in zip(captured, names, strict=True)]))
     gen.lit(b'],"body":null,"client":')
     client = fmt._i_client
-    gen.var(f"({null} if {missing(client)} else b'\"' + {group(client)} + b'\"')" if client >= 0 else null)
+    gen.emit(gen.choice(missing(client), [lit(b"null")], value(group(client), missing(client))) if client >= 0
+             else lit(b"null"))
     gen.lit(b',"session":null,"origin":{"kind":"haproxy","name":' + orjson.dumps(name) + b',"pos":')
-    gen.var("pos")
+    gen.offset()
     gen.lit(b'},"response":')
     if fmt._has_response:
-        for n, (i, suffix) in enumerate(((fmt._i_status, ""), (fmt._i_active, " + b'.0'"), (fmt._i_bytes, ""))):
+        for n, (i, suffix) in enumerate(((fmt._i_status, b""), (fmt._i_active, b".0"), (fmt._i_bytes, b""))):
             gen.lit((b'{"status":', b',"elapsed_ms":', b',"bytes":')[n])
-            gen.var(f"{group(i)}{suffix}" if i >= 0 else null)
+            if i >= 0:
+                gen.var(group(i))
+                gen.lit(suffix)
+            else:
+                gen.lit(b"null")
         gen.lit(b"}")
     else:
         gen.lit(b"null")
@@ -699,10 +733,10 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
         g = group(i)
         if kind == _ALIAS and fmt._groups[i].alias in _NUMERIC and not fmt._groups[i].quoted and scrub is None:
             gen.lit(b'"')
-            gen.var(g)
+            gen.var(g)  # the strict regex admits only digits here
             gen.lit(b'"')
         elif kind == _ALIAS:
-            gen.var(f"({null} if {missing(i)} else b'\"' + {scrubbed(g, scrub)} + b'\"')")
+            gen.emit(gen.choice(missing(i), [lit(b"null")], value(g, missing(i), scrub)))
         else:
             items = f"[{gen.const(scrub)}(x) for x in {g}.split(b'|')]" if scrub else f"{g}.split(b'|')"
             gen.var(f"({null} if {g} is None or {g} == {dash} else b'[\"' + b'\",\"'.join({items}) + b'\"]')")
@@ -711,16 +745,46 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
 
 
 class _Seconds:
-    """Whole seconds of a HAProxy date (`dd/Mmm/yyyy:HH:MM:SS`) as JSON digits, learned into `cache`."""
+    """Whole seconds of a HAProxy date (`dd/Mmm/yyyy:HH:MM:SS`, local time) as JSON digits,
+    learned into `cache`.
+
+    Each minute is converted once (`_date`, which calls mktime): a new second of it is the
+    minute's start plus the seconds, which is what mktime gives for a minute that exists and
+    holds no time-zone transition. A minute whose second 59 is not 59 seconds after its second
+    0, or that local time never shows (skipped by a transition), is converted second by second.
+    """
 
     def __init__(self) -> None:
         self.cache: dict[bytes, bytes] = {}
+        self.minutes: dict[bytes, int | None] = {}
 
-    def __call__(self, raw: bytes) -> bytes | None:
+    def _minute(self, raw: bytes) -> int | None:
+        """Unix seconds at second 0 of the minute `dd/Mmm/yyyy:HH:MM`, or None when the minute
+        is not a valid time or holds a transition."""
         try:
-            ts = _date(raw)
+            start, last = _date(raw + b":00"), _date(raw + b":59")
         except ParseError:
             return None
+        shown = time.localtime(start)
+        if last - start != 59 or b"%02d/%s/%04d:%02d:%02d" % (
+                shown.tm_mday, _MONTH_NAMES[shown.tm_mon - 1], shown.tm_year, shown.tm_hour, shown.tm_min) != raw:
+            return None
+        return int(start)
+
+    def __call__(self, raw: bytes) -> bytes | None:
+        minute, second = raw[:17], raw[18:]
+        if minute not in self.minutes:
+            if len(self.minutes) >= _CACHE_MAX:
+                self.minutes.clear()
+            self.minutes[minute] = self._minute(minute)
+        start = self.minutes[minute]
+        if start is not None and raw[17:18] == b":" and second.isdigit() and len(second) == 2 and second < b"60":
+            ts = float(start + int(second))
+        else:
+            try:
+                ts = _date(raw)
+            except ParseError:
+                return None
         if ts != int(ts) or ts < 0:
             return None
         if len(self.cache) >= _CACHE_MAX:

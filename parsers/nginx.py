@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from parsers.encode import FAST_REQUEST, SAFE, SAFE_WORD, Codegen, LineEncoder, ScrubRules
+from parsers.encode import FAST_REQUEST, SAFE, SAFE_WORD, Codegen, LineEncoder, Part, ScrubRules, lit, var
 from parsers.requestline import HTTP_VERSION, RequestWords
 from shadowtap.errors import FormatError, ParseError
 from shadowtap.record import Origin, Record, Response, decode_target
@@ -90,6 +90,7 @@ _TIME_VARS = ("msec", "time_iso8601", "time_local")  # in order of preference
 _RESPONSE_VARS = ("status", "body_bytes_sent", "request_time")
 
 _TIME_CACHE_MAX = 4096
+_DAYS_MAX = 64
 
 _HEX_ESC = re.compile(rb"\\x([0-9A-Fa-f]{2})")
 _HEX_BYTES = {b"%02X" % i: bytes([i]) for i in range(256)} | {b"%02x" % i: bytes([i]) for i in range(256)}
@@ -177,7 +178,7 @@ class NginxFormat:
     """One compiled nginx log_format: `parse` turns a log line into a Record."""
 
     __slots__ = (
-        "_fast_groups", "_fast_match", "_fast_request", "_hot", "_i_args", "_i_method", "_i_protocol",
+        "_days", "_fast_groups", "_fast_match", "_fast_request", "_hot", "_i_args", "_i_method", "_i_protocol",
         "_i_target", "_i_uri", "_match", "_methods", "_missing", "_time_cache", "_time_kind", "_unescape",
         "_versions", "_words", "escape", "fmt", "variables",
     )
@@ -224,6 +225,8 @@ class NginxFormat:
         self._missing = b"-" if escape == "default" else b""
         self._unescape = _UNESCAPE[escape]
         self._time_cache: dict[bytes, float] = {}
+        self._days: dict[bytes, float] = {}
+        """Unix seconds at the start of each `$time_local` day seen (date and offset)."""
         self._words = RequestWords()
         self._methods, self._versions = self._words.methods, self._words.versions  # for inline lookups
         self._plan(self.variables)
@@ -236,8 +239,8 @@ class NginxFormat:
         variables that lose go to `fields`.
         """
         first: dict[str, int] = {}
-        for i, var in enumerate(names):
-            first.setdefault(var, i)
+        for i, variable in enumerate(names):
+            first.setdefault(variable, i)
         self._time_kind = next((t for t in _TIME_VARS if t in first), "")
         roles = {"remote_addr", "http_host", "request_body", self._time_kind, *_RESPONSE_VARS}
         if "request" in first:
@@ -288,22 +291,40 @@ class NginxFormat:
             if self._time_kind == "msec":
                 return float(text)
             if self._time_kind == "time_local":
-                m = _TIME_LOCAL.fullmatch(text)
-                if m is None or m[2] not in _MONTHS:
-                    raise ValueError
-                offset = (int(m[8]) * 60 + int(m[9])) * (-1 if m[7] == b"-" else 1)
-                dt = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), int(m[4]), int(m[5]), int(m[6]),
-                              tzinfo=timezone(timedelta(minutes=offset)))
-            else:
-                dt = datetime.fromisoformat(text.decode("ascii"))
-                if dt.tzinfo is None:
-                    raise ValueError
+                return self._cache_time(text, self._time_local(text))
+            dt = datetime.fromisoformat(text.decode("ascii"))
+            if dt.tzinfo is None:
+                raise ValueError
         except (ValueError, UnicodeDecodeError):
             raise ParseError("bad_time", f"${self._time_kind} value {text!r} is not a valid time") from None
+        return self._cache_time(text, dt.timestamp())
+
+    def _cache_time(self, text: bytes, ts: float) -> float:
         if len(self._time_cache) >= _TIME_CACHE_MAX:
             self._time_cache.clear()
-        ts = self._time_cache[text] = dt.timestamp()
+        self._time_cache[text] = ts
         return ts
+
+    def _time_local(self, text: bytes) -> float:
+        """`$time_local` (`10/Oct/2000:13:55:36 -0700`) as Unix seconds; ValueError when it is not
+        one. The start of each day (per offset) is computed once: a new second costs additions,
+        not a datetime (the log of a busy server has a new second every few hundred lines)."""
+        m = _TIME_LOCAL.fullmatch(text)
+        if m is None or m[2] not in _MONTHS:
+            raise ValueError
+        hour, minute, second = int(m[4]), int(m[5]), int(m[6])
+        if hour > 23 or minute > 59 or second > 59:
+            raise ValueError
+        day = text[:12] + text[20:]
+        start = self._days.get(day)
+        if start is None:
+            offset = (int(m[8]) * 60 + int(m[9])) * (-1 if m[7] == b"-" else 1)
+            zone = timezone(timedelta(minutes=offset))
+            start = datetime(int(m[3]), _MONTHS[m[2]], int(m[1]), tzinfo=zone).timestamp()
+            if len(self._days) >= _DAYS_MAX:
+                self._days.clear()
+            self._days[day] = start
+        return start + (hour * 3600 + minute * 60 + second)
 
     def _request_line(self, raw: bytes) -> tuple[str, bytes, str]:
         """Split `$request` into (method, target, version) on the first and the last space.
@@ -469,7 +490,7 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
      host_plan, header_plan, field_plan) = fmt._hot
     fast = fmt._fast_groups
     gen = Codegen()
-    match, miss_c, null = gen.const(fmt._fast_match), gen.const(miss), gen.const(b"null")
+    match, miss_c = gen.const(fmt._fast_match), gen.const(miss)
     cache = gen.const(rules.targets) if rules is not None else ""
     gen.line(f"m = {match}(line)")
     gen.line("if m is None:")
@@ -483,9 +504,6 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
         if rules is not None and scrub == rules.target:
             return f"(({cache}.get({group}) or {gen.const(scrub)}({group})) if b'?' in {group} else {group})"
         return f"{gen.const(scrub)}({group})"
-
-    def quoted_or_null(i: int, scrub: Callable[[bytes], bytes] | None = None) -> str:
-        return f"({null} if g{fast[i]} == {miss_c} else b'\"' + {scrubbed(f'g{fast[i]}', scrub)} + b'\"')"
 
     if rules is not None:
         gen.line(f"if b'?' in {target}:")
@@ -504,17 +522,15 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
         gen.line(f"ts, elapsed = {gen.const(_timing(fmt))}(g{fast[i_time]}, {request_time})")
         gen.line("if ts is None:")
         gen.bail(1)
-    host = null
-    for i in reversed(host_plan):
-        host = f"(b'\"' + g{fast[i]} + b'\"' if g{fast[i]} != {miss_c} else {host})"
-    for k, (i, header) in enumerate(header_plan):
-        scrub = rules.header(header) if rules is not None else None
-        opening = gen.const(b",[" + orjson.dumps(header) + b',"')
-        gen.line(f"h{k} = b'' if g{fast[i]} == {miss_c} else {opening} + {scrubbed(f'g{fast[i]}', scrub)} + b'\"]'")
 
-    gen.line("pos = b'%d' % offset")
+    def value(i: int, scrub: Callable[[bytes], bytes] | None = None) -> list[Part]:
+        """A present value as a JSON string (scrubbed), for a choice with its absence."""
+        group = f"g{fast[i]}"
+        expression = group if scrub is None else f"({scrubbed(group, scrub)} if {group} != {miss_c} else {group})"
+        return [lit(b'"'), var(expression), lit(b'"')]
+
     gen.lit(b'{"v":1,"id":"' + fingerprint.encode() + b"-")
-    gen.var("pos")
+    gen.offset()
     gen.lit(b'","ts":')
     gen.var("ts")
     gen.lit(b',"method":"')
@@ -524,20 +540,21 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
     gen.lit(b'","version":"')
     gen.var(version)
     gen.lit(b'","host":')
-    if host_plan:
-        gen.var(host)
-    else:
-        gen.lit(b"null")
+    host: Part = lit(b"null")
+    for i in reversed(host_plan):  # the first one logged
+        host = gen.choice(f"g{fast[i]} == {miss_c}", [host], value(i))
+    gen.emit(host)
     gen.lit(b',"headers":[')
-    if header_plan:
-        gen.var(f"({' + '.join(f'h{k}' for k in range(len(header_plan)))})[1:]")
+    gen.emit(gen.listing([
+        (f"g{fast[i]} == {miss_c}",
+         [lit(b"[" + orjson.dumps(header) + b","), *value(i, rules.header(header) if rules is not None else None),
+          lit(b"]")])
+        for i, header in header_plan]))
     gen.lit(b'],"body":null,"client":')
-    if i_client >= 0:
-        gen.var(quoted_or_null(i_client))
-    else:
-        gen.lit(b"null")
+    gen.emit(gen.choice(f"g{fast[i_client]} == {miss_c}", [lit(b"null")], value(i_client)) if i_client >= 0
+             else lit(b"null"))
     gen.lit(b',"session":null,"origin":{"kind":"nginx","name":' + orjson.dumps(name) + b',"pos":')
-    gen.var("pos")
+    gen.offset()
     gen.lit(b'},"response":')
     if i_status >= 0 or i_bytes >= 0 or i_request_time >= 0:
         for label, expression in ((b'{"status":', f"g{fast[i_status]}" if i_status >= 0 else None),
@@ -554,7 +571,8 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
     gen.lit(b',"fields":{')
     for k, (i, key) in enumerate(field_plan):
         gen.lit((b"," if k else b"") + orjson.dumps(key) + b":")
-        gen.var(quoted_or_null(i, rules.field(key) if rules is not None else None))
+        gen.emit(gen.choice(f"g{fast[i]} == {miss_c}", [lit(b"null")],
+                            value(i, rules.field(key) if rules is not None else None)))
     gen.lit(b"}}")
     return gen.build(f"nginx {fmt.fmt!r}")
 
