@@ -333,8 +333,9 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                           "of its last --error-window requests."),
         click.option("--error-window", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
                      help="Requests per target the --abort-on-error-rate breaker looks back over."),
-        click.option("--outcomes", metavar="PATH",
-                     help="Write one JSON line per request per target (times in Unix seconds, latencies in ms)."),
+        click.option("--outcomes", metavar="ADDR",
+                     help="Write one JSON line per request per target (times in Unix seconds, latencies in ms) "
+                          "to a file ('-': stdout); shadow also takes kafka://HOST:PORT/TOPIC."),
         click.option("--report", metavar="FILE", help="Write the JSON report (counts, latency percentiles in ms)."),
     ]
     for option in reversed(options):

@@ -1,6 +1,7 @@
-"""`shadowtap report`: the end-of-run report rebuilt from outcome files.
+"""Outcomes kept beyond a run: where `--outcomes` writes them (a JSONL file or a kafka:// topic)
+and `shadowtap report`, the end-of-run report rebuilt from outcome files and topics.
 
-Several files (several replay processes or workers) merge exactly: every outcome is fed into
+Several files or topics (several replay processes or workers) merge exactly: every outcome is fed into
 one StatsListener, so the histograms hold all values and no percentile is ever averaged.
 Outcomes hold what happened to each request that reached a sender, not the schedule: planned,
 dropped and skipped requests, schedule lag and why the run stopped are counted by the replaying
@@ -14,21 +15,32 @@ import io
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from replay.observe import PERCENTILES, ScheduleStats, StatsListener, TargetStats
+from replay.observe import PERCENTILES, Listener, OutcomeWriter, ScheduleStats, StatsListener, TargetStats
 from replay.report import build_report, format_table, write_output, write_report
 from shadowtap.errors import RecordError, UsageError, VersionError
 from shadowtap.lines import iter_lines, open_input
 from shadowtap.record import Outcome, decode_outcome
 
 FORMATS = ("text", "json", "csv")
+KAFKA_SCHEME = "kafka://"
 
 NOT_IN_OUTCOMES = ("planned", "dropped", "skipped", "lag_ms", "late", "stopped")
 """Schedule counters only the replaying process knows (a dropped request leaves no outcome)."""
+
+
+def outcome_writer(address: str, settings: tuple[tuple[str, str], ...] = ()) -> Listener:
+    """The listener writing every outcome to `address`: a JSONL file (`-`: stdout), or a
+    kafka:// topic (one message per outcome, key the record id; `settings` for librdkafka)."""
+    if address.startswith(KAFKA_SCHEME):
+        from shadowtap.streams.kafka import KafkaOutcomeWriter
+
+        return KafkaOutcomeWriter(address, settings)
+    return OutcomeWriter(address)
 
 
 def _usable(o: Outcome) -> bool:
@@ -73,37 +85,54 @@ class _Reader:
             self.first_sent = o.sent if self.first_sent is None else min(self.first_sent, o.sent)
             self.last_done = o.done if self.last_done is None else max(self.last_done, o.done)
 
-    def read(self, path: str) -> None:
-        """Read one file (`-`: stdin); a newer format version raises VersionError."""
-        name = "stdin" if path == "-" else path
-        f = open_input(path)
-        outcomes, bad, first_bad = 0, 0, ""
+    def _take(self, line: bytes, complete: bool) -> tuple[str, str]:
+        """Add one outcome line; ("", "") or (reason, detail) when it is bad. VersionError raises."""
+        if not line.strip():
+            return "", ""
         try:
-            for offset, line, complete in iter_lines(f, name):
-                if not line.strip():
-                    continue
-                try:
-                    o = decode_outcome(line)
-                    reason, detail = ("", "") if _usable(o) else ("malformed", "a field has the wrong type")
-                except VersionError:
-                    raise
-                except RecordError as e:
-                    reason = "torn_last_line" if not complete else (
-                        "bad_json" if isinstance(e.__cause__, orjson.JSONDecodeError) else "malformed")
-                    detail = e.message
-                if not reason:
-                    self.add(o)
-                    outcomes += 1
-                    continue
+            o = decode_outcome(line)
+        except VersionError:
+            raise
+        except RecordError as e:
+            reason = "torn_last_line" if not complete else (
+                "bad_json" if isinstance(e.__cause__, orjson.JSONDecodeError) else "malformed")
+            return reason, e.message
+        if not _usable(o):
+            return "malformed", "a field has the wrong type"
+        self.add(o)
+        return "", ""
+
+    def _count(self, name: str, items: Iterable[tuple[str, bytes, bool]]) -> None:
+        """Take every (position, line, complete) of one input; count its outcomes and bad lines."""
+        outcomes, bad, first_bad = 0, 0, ""
+        for where, line, complete in items:
+            before = self.outcomes
+            reason, detail = self._take(line, complete)
+            if reason:
                 self.bad[reason] += 1
                 bad += 1
-                first_bad = first_bad or f"{reason} at byte {offset}: {detail}"
+                first_bad = first_bad or f"{reason} at {where}: {detail}"
+            outcomes += self.outcomes - before
+        self.files.append({"path": name, "outcomes": outcomes, "bad_lines": bad})
+        if bad:
+            print(f"shadowtap report: {name}: {bad} bad line(s) skipped (first: {first_bad})", file=sys.stderr)
+
+    def read(self, path: str, settings: tuple[tuple[str, str], ...] = ()) -> None:
+        """Read one file (`-`: stdin) or kafka:// topic (every message, start to end, no consumer
+        group); a newer format version raises VersionError."""
+        if path.startswith(KAFKA_SCHEME):
+            from shadowtap.streams.kafka_admin import read_topic
+
+            messages = read_topic(path, settings)
+            self._count(path, ((f"partition {p} offset {o}", value, True) for p, o, value in messages))
+            return
+        f = open_input(path)
+        try:
+            self._count("stdin" if path == "-" else path,
+                        ((f"byte {offset}", line, complete) for offset, line, complete in iter_lines(f, path)))
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
-        self.files.append({"path": path, "outcomes": outcomes, "bad_lines": bad})
-        if bad:
-            print(f"shadowtap report: {name}: {bad} bad line(s) skipped (first: {first_bad})", file=sys.stderr)
 
     def report(self) -> dict[str, Any]:
         for name, target in self.stats.targets.items():
@@ -122,20 +151,25 @@ class _Reader:
         return report
 
 
-def report_from_outcomes(paths: Sequence[str]) -> dict[str, Any]:
-    """The report of all outcomes in `paths` (`-`: stdin) together, in the layout of
-    `replay shadow --report`, with `schedule` holding only what outcomes tell and `input`
-    counting outcomes and bad lines per file.
+def report_from_outcomes(paths: Sequence[str], settings: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The report of all outcomes in `paths` (`-`: stdin, kafka://HOST:PORT/TOPIC: a whole
+    topic, read with the librdkafka `settings`) together, in the layout of `replay shadow
+    --report`, with `schedule` holding only what outcomes tell and `input` counting outcomes
+    and bad lines per file or topic.
 
     `schedule.achieved_rps` is sent outcomes over first sent → last done across all files, so
     runs far apart in time lower it: it is the rate of the whole span, gaps included.
     """
     for path in paths:
-        if path != "-" and not os.path.exists(path):
+        if path.startswith(KAFKA_SCHEME):
+            from shadowtap.streams.kafka import parse_address
+
+            parse_address(path)
+        elif path != "-" and not os.path.exists(path):
             raise UsageError(f"outcomes file {path!r} does not exist")
     reader = _Reader()
     for path in paths:
-        reader.read(path)
+        reader.read(path, settings)
     return reader.report()
 
 
@@ -165,9 +199,9 @@ def format_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def report_main(paths: Sequence[str], fmt: str, output: str) -> int:
+def report_main(paths: Sequence[str], fmt: str, output: str, settings: tuple[tuple[str, str], ...] = ()) -> int:
     """`shadowtap report`: build the report from `paths` and write it as `fmt` to `output`."""
-    report = report_from_outcomes(paths)
+    report = report_from_outcomes(paths, settings)
     if fmt == "json":
         write_report(output, report)
     elif fmt == "csv":

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from contextlib import suppress
 
 from replay.engine import Summary, run_replay
-from replay.observe import Listener, OutcomeWriter, ScheduleStats, StatsListener
+from replay.observe import Listener, ScheduleStats, StatsListener
+from replay.offline import outcome_writer
 from replay.options import ReplayOptions, ShadowOptions, Target
 from replay.report import build_report, format_table, write_report
 from replay.schedule import Clock
@@ -44,11 +45,12 @@ def check_writable(path: str | None, what: str) -> None:
             raise StreamError(f"cannot write {what} to {path!r}: directory {parent!r} does not exist")
 
 
-async def shadow_main(options: ShadowOptions) -> int:
+async def shadow_main(options: ShadowOptions, extra_listeners: Iterable[Listener] = ()) -> int:
     """`shadowtap replay shadow`: open the source, run, write outcomes and the report.
 
     The report and the summary table are written even when the run is interrupted or the
-    circuit breaker stops it (whose reason also goes to stderr). Returns the exit code.
+    circuit breaker stops it (whose reason also goes to stderr). `extra_listeners` get every
+    outcome too (a worker's own outcome file). Returns the exit code.
     """
     check_writable(options.report, "the report")
     source = open_replay_source(options.input, options.replay.loop, options.stream)
@@ -57,7 +59,8 @@ async def shadow_main(options: ShadowOptions) -> int:
     target_stats = StatsListener((t.name, t.url) for t in targets)
     listeners: list[Listener] = [target_stats]
     if options.outcomes:
-        listeners.append(OutcomeWriter(options.outcomes))
+        listeners.append(outcome_writer(options.outcomes, options.stream.settings))
+    listeners.extend(extra_listeners)
     summary: Summary | None = None
     try:
         summary = await run_shadow(source, targets, options.replay, listeners, stats=stats)

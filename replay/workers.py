@@ -4,8 +4,9 @@ The parent starts N worker processes ("spawn"), each running `shadow_main` on it
 loop with its own outcome file; Kafka's group protocol splits the topic's partitions between
 them, and a dead worker's partitions move to the others. The parent forwards SIGINT/SIGTERM,
 waits for every worker, then builds one report from all outcome files (histograms merged,
-never averaged), writes `--report` and `--outcomes` (the worker files concatenated) and prints
-the table. A worker that failed makes the run fail, naming it and its exit code.
+never averaged), writes `--report` and `--outcomes` (the worker files concatenated; a kafka://
+`--outcomes` is written by the workers themselves, as they go) and prints the table. A worker
+that failed makes the run fail, naming it and its exit code.
 
 Start positions: before any worker starts, `--from earliest|latest|TIME` is committed as the
 group's offset of every partition and the workers start from the committed offsets, so a
@@ -48,23 +49,31 @@ def _share(pacing: Any, workers: int) -> Any:
     return dataclasses.replace(pacing, rate=rate, profile=profile)
 
 
-def worker_options(options: ShadowOptions, workers: int, outcomes: str, seed_offset: int = 0) -> ShadowOptions:
-    """What one of `workers` workers runs: its rate share, its own outcome file, no report."""
+def worker_options(options: ShadowOptions, workers: int, seed_offset: int = 0) -> ShadowOptions:
+    """What one of `workers` workers runs: its rate share, no report; outcomes only when they
+    go to Kafka (each worker produces its own; files are the parent's to write)."""
     pacing = _share(options.replay.pacing, workers)
     pacing = dataclasses.replace(pacing, seed=pacing.seed + seed_offset)
     replay = dataclasses.replace(options.replay, pacing=pacing, progress=False, handle_signals=True)
+    outcomes = options.outcomes if _to_kafka(options.outcomes) else None
     return dataclasses.replace(options, replay=replay, outcomes=outcomes, report=None)
 
 
-def _worker(options: ShadowOptions) -> None:
-    """A worker process: run shadow_main, its summary table kept off the parent's stdout."""
+def _to_kafka(address: str | None) -> bool:
+    return address is not None and address.startswith(KAFKA_SCHEME)
+
+
+def _worker(options: ShadowOptions, outcome_file: str) -> None:
+    """A worker process: run shadow_main, its outcomes also into `outcome_file` (for the merged
+    report), its summary table kept off the parent's stdout."""
+    from replay.observe import OutcomeWriter
     from replay.shadow import shadow_main
     from shadowtap.cli import run_async
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which forwards it once
     try:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-            code = run_async(shadow_main(options))
+            code = run_async(shadow_main(options, [OutcomeWriter(outcome_file)]))
     except ShadowtapError as e:
         print(f"shadowtap: error: {e.message}", file=sys.stderr, flush=True)
         code = e.exit_code
@@ -96,7 +105,12 @@ def workers_main(options: ShadowOptions, workers: int) -> int:
         raise UsageError(f"--workers needs a kafka:// input, not {options.input!r}: only a consumer group "
                          f"can split the records between processes")
     check_writable(options.report, "the report")
-    check_writable(options.outcomes, "the outcomes")
+    if _to_kafka(options.outcomes):
+        from shadowtap.streams.kafka import parse_address
+
+        parse_address(options.outcomes)
+    else:
+        check_writable(options.outcomes, "the outcomes")
     stream = options.stream
     if stream.start != "committed":
         from shadowtap.streams.kafka_admin import commit_group_start
@@ -108,7 +122,7 @@ def workers_main(options: ShadowOptions, workers: int) -> int:
     tmp = tempfile.mkdtemp(prefix="shadowtap-workers-")
     files = [os.path.join(tmp, f"worker-{k}.jsonl") for k in range(1, workers + 1)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(worker_options(options, workers, path, k),),
+    procs = [ctx.Process(target=_worker, args=(worker_options(options, workers, k), path),
                          name=f"shadowtap-worker-{k}", daemon=False)
              for k, path in enumerate(files, 1)]
 
@@ -144,7 +158,7 @@ def _finish(options: ShadowOptions, procs: list[Any], files: list[str], report_f
         print(f"shadowtap: worker {k}: {counts.get(path, 0)} outcomes", file=sys.stderr, flush=True)
     report["input"]["files"] = [{**f, "path": f"worker-{k}"} for k, f in enumerate(report["input"]["files"], 1)]
     report["workers"] = [{"worker": k, "pid": p.pid, "exit_code": p.exitcode} for k, p in enumerate(procs, 1)]
-    if options.outcomes:
+    if options.outcomes and not _to_kafka(options.outcomes):
         out = sys.stdout.buffer if options.outcomes == "-" else open(options.outcomes, "wb")
         try:
             for path in present:

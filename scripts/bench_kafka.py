@@ -1,24 +1,27 @@
 """Kafka benchmark: `shadowtap cat` into and out of a topic, beside a bare confluent-kafka loop.
 
-    .venv/bin/python scripts/bench_kafka.py [--records N]
+    .venv/bin/python scripts/bench_kafka.py [--records N] [--rounds N]
 
-One local Tansu broker (scripts/local_kafka.py, memory storage), two 4-partition topics.
-200,000 v1 records (~20 sessions, a few small headers) are written to a JSONL file in a
+One local Tansu broker (scripts/local_kafka.py, memory storage), two new 4-partition topics per
+round. 200,000 v1 records (~20 sessions, a few small headers) are written to a JSONL file in a
 temporary directory. Every run is its own process (interpreter start and imports included on
-both sides), timed by wall clock from here. Measured, in this order:
+both sides), timed by wall clock from here. Each round measures, shadowtap first in odd
+rounds and the bare loop first in even ones (so a drift in the machine's load favours neither):
 
 1. produce: `shadowtap cat -i FILE -o kafka://.../A` vs a bare Producer loop over the same
-   lines into topic B (same settings: idempotent, lz4, linger.ms 20, key = session; each line
-   parsed once for its key, produced as is, flush() at the end; no delivery callbacks, no header).
-2. consume: `shadowtap cat -i kafka://.../A -o /dev/null --from earliest --group bench-cat` vs a
-   bare Consumer loop over topic A (group bench-bare, consume(1000, 1.0) until all 4 partitions hit
-   EOF and every message is read; no decoding). Both include the group join, which Tansu delays
-   by about half of session.timeout.ms (6000: ~3 s). To show the rate without it, the time to the
-   first message is taken: the bare loop reports it; for shadowtap a second run (group
-   bench-cat-first) writes to a pipe read here (`-o -`), and the first bytes on the pipe mark the
-   first message (output is batched by 512 records, a few ms).
+   lines into topic B, producing the same messages with the same settings: idempotent, lz4,
+   linger.ms 20, key = session (else client), the header `shadowtap-v: 1`; each line parsed
+   once for its key, produced as is, flush() at the end, no delivery callbacks.
+2. consume: `shadowtap cat -i kafka://.../A -o /dev/null --from earliest` vs a bare Consumer
+   loop over topic A (consume(1000, 1.0) until all 4 partitions hit EOF and every message is
+   read; no decoding; librdkafka's default fetch and queue settings, as shadowtap uses). Both
+   include the group join, which Tansu delays by about half of session.timeout.ms (6000: ~3 s).
+   To show the rate without it, both run a second time writing every value as a line to a
+   pipe read here (shadowtap `-o -`; the bare loop one write per consume() batch), and are
+   timed the same way: from the first byte on the pipe to the process's exit.
 
-Figures from one run on a noisy machine: only same-run ratios mean anything.
+With several rounds every figure is printed as a range (lowest–highest) beside the median
+ratio. Figures from a noisy machine: only same-run ratios mean anything.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from confluent_kafka import Producer
 path, bootstrap, topic = sys.argv[1:4]
 p = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "enable.idempotence": True,
               "compression.type": "lz4", "linger.ms": 20})
+headers = [("shadowtap-v", b"1")]
 n = 0
 with open(path, "rb") as f:
     for line in f:
@@ -59,7 +63,7 @@ with open(path, "rb") as f:
         key = obj.get("session") or obj.get("client")
         while True:
             try:
-                p.produce(topic, value=line, key=key.encode() if key else None)
+                p.produce(topic, value=line, key=key.encode() if key else None, headers=headers)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -72,23 +76,30 @@ print(n, left)
 BARE_CONSUME = r'''
 import sys, time
 from confluent_kafka import Consumer, KafkaError
-bootstrap, topic, total, partitions = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-c = Consumer({"bootstrap.servers": bootstrap, "log_level": 0, "group.id": "bench-bare",
+bootstrap, topic, total, partitions, group, mode = sys.argv[1:7]
+total, partitions = int(total), int(partitions)
+c = Consumer({"bootstrap.servers": bootstrap, "log_level": 0, "group.id": group,
               "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "enable.partition.eof": True})
 c.subscribe([topic])
+out = sys.stdout.buffer if mode == "write" else None
 n, eof, first = 0, set(), None
 deadline = time.monotonic() + 60
 while (len(eof) < partitions or n < total) and time.monotonic() < deadline:
+    values = []
     for m in c.consume(1000, 1.0):
         err = m.error()
         if err is None:
             if first is None:
                 first = time.time()
             n += 1
+            values.append(m.value())
         elif err.code() == KafkaError._PARTITION_EOF:
             eof.add(m.partition())
+    if out is not None and values:
+        values.append(b"")
+        out.write(b"\n".join(values))
 c.close()
-print(n, first, time.time())
+print(n, first, time.time(), file=sys.stderr)
 '''
 
 AGENTS = ["Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
@@ -141,8 +152,9 @@ def run(argv: list[str]) -> tuple[float, str, str]:
     return seconds, done.stdout, done.stderr
 
 
-def cat_first_message(argv: list[str]) -> tuple[float, float, int]:
-    """(start, first output byte, exit) wall-clock times of `shadowtap cat ... -o -`, and the lines read."""
+def pipe_run(argv: list[str], what: str) -> tuple[float, float, int]:
+    """Run a command writing records as lines to a pipe read here: (seconds to its first byte,
+    seconds from the first byte to its exit, lines read)."""
     start = time.time()
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
@@ -153,12 +165,12 @@ def cat_first_message(argv: list[str]) -> tuple[float, float, int]:
             lines += chunk.count(b"\n")
             if time.monotonic() > deadline:
                 process.kill()
-                raise SystemExit("shadowtap cat (first-message run): timed out")
+                raise SystemExit(f"{what} (pipe run): timed out")
         code = process.wait(timeout=RUN_TIMEOUT_S)
         end = time.time()
         if code != 0 or first is None:
             err.seek(0)
-            raise SystemExit(f"shadowtap cat (first-message run) failed ({code}): {err.read().decode()[-2000:]}")
+            raise SystemExit(f"{what} (pipe run) failed ({code}): {err.read().decode()[-2000:]}")
     return first - start, end - first, lines
 
 
@@ -166,67 +178,115 @@ def topic_records(address: str) -> int:
     return sum(high - low for low, high in partition_ends(address).values())
 
 
+def produce_round(records: Path, n: int, topic_a: str, topic_b: str, bootstrap: str,
+                  ours_first: bool) -> tuple[float, float]:
+    """(shadowtap seconds, bare seconds) producing the file into A and B; both topics are checked."""
+    def ours() -> float:
+        seconds, _, err = run([*SHADOWTAP, "cat", "-i", str(records), "-o", topic_a])
+        if copied(err) != n:
+            raise SystemExit(f"shadowtap cat into kafka: {err.strip()}")
+        return seconds
+
+    def bare() -> float:
+        seconds, out, _ = run([sys.executable, "-c", BARE_PRODUCE, str(records), bootstrap,
+                               topic_b.rsplit("/", 1)[1]])
+        sent, left = map(int, out.split())
+        if sent != n or left:
+            raise SystemExit(f"bare producer: {sent} produced, {left} not delivered")
+        return seconds
+
+    if ours_first:
+        ours_s, bare_s = ours(), bare()
+    else:
+        bare_s, ours_s = bare(), ours()
+    in_a, in_b = topic_records(topic_a), topic_records(topic_b)
+    if in_a != n or in_b != n:
+        raise SystemExit(f"topics hold {in_a} (shadowtap) and {in_b} (bare) records, expected {n}")
+    return ours_s, bare_s
+
+
+def consume_round(n: int, topic_a: str, bootstrap: str, k: int, ours_first: bool) -> dict[str, float]:
+    """Seconds of shadowtap and the bare loop reading A: wall (to /dev/null, or counting), and
+    to and from the first byte written to a pipe."""
+    name = topic_a.rsplit("/", 1)[1]
+
+    def ours() -> dict[str, float]:
+        wall, _, err = run([*SHADOWTAP, "cat", "-i", topic_a, "-o", "/dev/null", "--from", "earliest",
+                            "--group", f"bench-cat-{k}"])
+        if copied(err) != n:
+            raise SystemExit(f"shadowtap cat from kafka: {err.strip()}")
+        join, after, lines = pipe_run([*SHADOWTAP, "cat", "-i", topic_a, "-o", "-", "--from", "earliest",
+                                       "--group", f"bench-cat-pipe-{k}"], "shadowtap cat")
+        if lines != n:
+            raise SystemExit(f"shadowtap cat from kafka (pipe run): {lines} records, expected {n}")
+        return {"ours_wall": wall, "ours_join": join, "ours_after": after}
+
+    def bare() -> dict[str, float]:
+        wall, _, err = run([sys.executable, "-c", BARE_CONSUME, bootstrap, name, str(n), str(PARTITIONS),
+                            f"bench-bare-{k}", "count"])
+        if int(err.split()[0]) != n:
+            raise SystemExit(f"bare consumer: {err.strip()}, expected {n} messages")
+        join, after, lines = pipe_run([sys.executable, "-c", BARE_CONSUME, bootstrap, name, str(n), str(PARTITIONS),
+                                       f"bench-bare-pipe-{k}", "write"], "bare consumer")
+        if lines != n:
+            raise SystemExit(f"bare consumer (pipe run): {lines} lines, expected {n}")
+        return {"bare_wall": wall, "bare_join": join, "bare_after": after}
+
+    return {**ours(), **bare()} if ours_first else {**bare(), **ours()}
+
+
+def span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.0f}" if len(values) == 1 or round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the measurements (each 15-30 s)")
     args = parser.parse_args()
     n = args.records
+    if n < 1 or not 1 <= args.rounds <= 20:
+        raise SystemExit(f"--records {n} / --rounds {args.rounds}: expected at least 1 record and 1-20 rounds")
 
+    produced: list[tuple[float, float]] = []
+    consumed: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="shadowtap-bench-kafka-") as tmp, LocalKafka() as kafka:
         records = Path(tmp) / "records.jsonl"
         t = time.perf_counter()
         write_records(records, n)
         print(f"{n} records, {records.stat().st_size / n:.0f} bytes each on average, "
               f"written in {time.perf_counter() - t:.1f} s; broker {kafka.bootstrap}", flush=True)
-        topic_a, topic_b = f"kafka://{kafka.bootstrap}/bench-a", f"kafka://{kafka.bootstrap}/bench-b"
-        for address in (topic_a, topic_b):
-            create_topic(address, partitions=PARTITIONS, retention_ms=None)
         records.read_bytes()  # into the page cache
-
-        # 1. produce
-        ours_p, _, err = run([*SHADOWTAP, "cat", "-i", str(records), "-o", topic_a])
-        if copied(err) != n:
-            raise SystemExit(f"shadowtap cat into kafka: {err.strip()}")
-        bare_p, out, _ = run([sys.executable, "-c", BARE_PRODUCE, str(records), kafka.bootstrap, "bench-b"])
-        sent, left = map(int, out.split())
-        if sent != n or left:
-            raise SystemExit(f"bare producer: {sent} produced, {left} not delivered")
-        in_a, in_b = topic_records(topic_a), topic_records(topic_b)
-        if in_a != n or in_b != n:
-            raise SystemExit(f"topics hold {in_a} (shadowtap) and {in_b} (bare) records, expected {n}")
-
-        # 2. consume
-        ours_c, _, err = run([*SHADOWTAP, "cat", "-i", topic_a, "-o", "/dev/null", "--from", "earliest",
-                              "--group", "bench-cat"])
-        if copied(err) != n:
-            raise SystemExit(f"shadowtap cat from kafka: {err.strip()}")
-        ours_join, ours_after, lines = cat_first_message(
-            [*SHADOWTAP, "cat", "-i", topic_a, "-o", "-", "--from", "earliest", "--group", "bench-cat-first"])
-        if lines != n:
-            raise SystemExit(f"shadowtap cat from kafka (first-message run): {lines} records, expected {n}")
-        started = time.time()
-        bare_c, out, _ = run([sys.executable, "-c", BARE_CONSUME, kafka.bootstrap, "bench-a", str(n),
-                              str(PARTITIONS)])
-        got, first, end = out.split()
-        if int(got) != n or first == "None":
-            raise SystemExit(f"bare consumer: {got} messages, expected {n}")
-        bare_join, bare_after = float(first) - started, float(end) - float(first)
+        for k in range(1, args.rounds + 1):
+            topic_a, topic_b = f"kafka://{kafka.bootstrap}/bench-a{k}", f"kafka://{kafka.bootstrap}/bench-b{k}"
+            for address in (topic_a, topic_b):
+                create_topic(address, partitions=PARTITIONS, retention_ms=None)
+            produced.append(produce_round(records, n, topic_a, topic_b, kafka.bootstrap, k % 2 == 1))
+            consumed.append(consume_round(n, topic_a, kafka.bootstrap, k, k % 2 == 1))
+            p, c = produced[-1], consumed[-1]
+            print(f"round {k}: produce {n / p[0]:.0f} vs {n / p[1]:.0f}/s ({p[1] / p[0]:.2f}); consume after "
+                  f"the 1st byte {n / c['ours_after']:.0f} vs {n / c['bare_after']:.0f}/s "
+                  f"({c['bare_after'] / c['ours_after']:.2f})", flush=True)
 
     rows = [
-        ("produce, records/s (wall)", n / ours_p, n / bare_p, True),
-        ("consume, records/s (wall, incl. join)", n / ours_c, n / bare_c, False),
-        ("consume, records/s (after 1st message)", n / ours_after, n / bare_after, True),
+        ("produce, records/s (wall)", [n / o for o, _ in produced], [n / b for _, b in produced], True),
+        ("consume, records/s (wall, incl. join)", [n / c["ours_wall"] for c in consumed],
+         [n / c["bare_wall"] for c in consumed], False),
+        ("consume to a pipe, records/s (after 1st byte)", [n / c["ours_after"] for c in consumed],
+         [n / c["bare_after"] for c in consumed], True),
     ]
-    print(f"\n{'measure':40s} {'shadowtap':>10s} {'bare loop':>10s} {'ratio':>6s}  goal")
+    print(f"\n{'measure':40s} {'shadowtap':>15s} {'bare loop':>15s} {'ratio':>11s}  goal (median ratio)")
     for label, ours, bare, goal in rows:
-        ratio = ours / bare
-        verdict = (f">= {GOAL} {'met' if ratio >= GOAL else 'NOT met'}") if goal else "-"
-        print(f"{label:40s} {ours:>10.0f} {bare:>10.0f} {ratio:>6.2f}  {verdict}")
-    print(f"\nseconds: produce {ours_p:.2f} vs {bare_p:.2f}; consume {ours_c:.2f} vs {bare_c:.2f} "
-          f"(wall, each a fresh process)")
-    print(f"time to the first message (group join + start): shadowtap {ours_join:.2f} s "
-          f"(separate `-o -` run, group bench-cat-first), bare {bare_join:.2f} s")
-    print("the consume goal is judged on the rate after the first message (the join is Tansu's fixed "
+        ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+        median = ratios[len(ratios) // 2]
+        ratio = f"{ratios[0]:.2f}" if len(ratios) == 1 else f"{ratios[0]:.2f}–{ratios[-1]:.2f}"
+        verdict = (f">= {GOAL} {'met' if median >= GOAL else 'NOT met'}") if goal else "-"
+        print(f"{label:40s} {span(ours):>15s} {span(bare):>15s} {ratio:>11s}  {verdict}")
+    joins = [c["ours_join"] for c in consumed], [c["bare_join"] for c in consumed]
+    print(f"\ntime to the first byte on the pipe (start, group join, first fetch): shadowtap "
+          f"{min(joins[0]):.2f}–{max(joins[0]):.2f} s, bare {min(joins[1]):.2f}–{max(joins[1]):.2f} s")
+    print("the consume goal is judged on the rate after the first byte (the join is Tansu's fixed "
           "~3 s delay, the same for both); the wall row includes it")
     return 0
 

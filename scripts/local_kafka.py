@@ -25,11 +25,15 @@ def tansu_binary() -> str:
 
 
 class LocalKafka:
-    """Context manager: a Tansu broker on 127.0.0.1:PORT, or the broker named by SHADOWTAP_TEST_KAFKA."""
+    """Context manager: a Tansu broker on 127.0.0.1:PORT, or the broker named by SHADOWTAP_TEST_KAFKA.
 
-    def __init__(self) -> None:
-        self.external = os.environ.get("SHADOWTAP_TEST_KAFKA")
-        self.port = free_port()
+    `port` (a broker of its own, never the external one) starts it on a given port: a broker
+    stopped and started again on the same port, as an outage test needs.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.external = None if port is not None else os.environ.get("SHADOWTAP_TEST_KAFKA")
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkdtemp(prefix="shadowtap-kafka-")) / "tansu.log"
 

@@ -19,6 +19,8 @@ from shadowtap.cliopts import source_options, stream_options
 def cat(input_address: str, output_address: str, limit: int | None, **source) -> int:
     """Copy records from -i to -o. Unusable input items are counted and reported on stderr.
 
+    Between JSONL and Kafka records pass through as bytes, unchanged: each line or message is
+    checked to be a v1 record (into Kafka: parsed for its key), not decoded and re-encoded.
     From Kafka without --follow the copy ends at the topic's current end (or --until), so a
     topic window can be saved to a file; into Kafka it ends once the broker confirmed every
     record (exit 1 naming how many were not delivered otherwise).

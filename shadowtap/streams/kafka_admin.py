@@ -1,15 +1,17 @@
-"""Operator views of a Kafka topic: create it, and describe partitions, time range and group lag."""
+"""Operator views of a Kafka topic: create it, describe partitions, time range and group lag, read it whole."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from shadowtap.errors import StreamError, UsageError
-from shadowtap.streams.kafka import parse_address
+from shadowtap.streams.kafka import KafkaAddress, parse_address
 
 TIMEOUT_S = 15.0
 
@@ -108,6 +110,15 @@ def describe_topic(address: str, group: str | None,
         consumer.close()
 
 
+def _topic(consumer: Consumer, addr: KafkaAddress) -> Any:
+    """The topic's metadata; StreamError when it does not exist or has no partitions."""
+    meta = consumer.list_topics(addr.topic, timeout=TIMEOUT_S).topics.get(addr.topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        reason = meta.error.str() if meta is not None and meta.error is not None else "no partitions"
+        raise StreamError(f"kafka topic {addr.topic!r} on {addr.bootstrap}: {reason}")
+    return meta
+
+
 def partition_ends(address: str, settings: tuple[tuple[str, str], ...] = (),
                    until_ms: int | None = None) -> dict[int, tuple[int, int]]:
     """Every partition of the topic: (low offset, offset after its last record), read now.
@@ -120,10 +131,7 @@ def partition_ends(address: str, settings: tuple[tuple[str, str], ...] = (),
     consumer = Consumer({**_base(addr.bootstrap, settings), "group.id": "shadowtap-ends",
                          "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 10})
     try:
-        meta = consumer.list_topics(addr.topic, timeout=TIMEOUT_S).topics.get(addr.topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            reason = meta.error.str() if meta is not None and meta.error is not None else "no partitions"
-            raise StreamError(f"kafka topic {addr.topic!r} on {addr.bootstrap}: {reason}")
+        meta = _topic(consumer, addr)
         ends = {}
         for p in sorted(meta.partitions):
             ends[p] = consumer.get_watermark_offsets(TopicPartition(addr.topic, p), timeout=TIMEOUT_S)
@@ -146,6 +154,41 @@ def partition_ends(address: str, settings: tuple[tuple[str, str], ...] = (),
                     if tp.offset >= 0:
                         ends[p] = (low, min(high, tp.offset))
         return ends
+    except KafkaException as e:
+        raise StreamError(f"kafka {addr.bootstrap}: {e.args[0].str()}") from e
+    finally:
+        consumer.close()
+
+
+def read_topic(address: str, settings: tuple[tuple[str, str], ...] = ()) -> Iterator[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every message of the topic, from its start to its end as
+    each partition is reached; no consumer group (nothing committed, no join delay).
+    StreamError when a partition makes no progress for TIMEOUT_S seconds."""
+    addr = parse_address(address)
+    consumer = Consumer({**_base(addr.bootstrap, settings), "group.id": "shadowtap-read",
+                         "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 10})
+    try:
+        meta = _topic(consumer, addr)
+        waiting = set()
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(addr.topic, p), timeout=TIMEOUT_S)
+            if high > low:
+                waiting.add(p)
+        consumer.assign([TopicPartition(addr.topic, p, OFFSET_BEGINNING) for p in sorted(waiting)])
+        progress = time.monotonic()
+        while waiting:
+            if time.monotonic() - progress > TIMEOUT_S:
+                raise StreamError(f"kafka topic {addr.topic!r}: partitions {sorted(waiting)} sent nothing "
+                                  f"for {TIMEOUT_S:g} s")
+            for msg in consumer.consume(1000, 0.25):
+                progress = time.monotonic()
+                err = msg.error()
+                if err is None:
+                    yield msg.partition(), msg.offset(), msg.value() or b""
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(msg.partition())
+                elif err.fatal() or not err.retriable():
+                    raise StreamError(f"kafka topic {addr.topic!r}: {err.str()}")
     except KafkaException as e:
         raise StreamError(f"kafka {addr.bootstrap}: {e.args[0].str()}") from e
     finally:
