@@ -10,7 +10,8 @@ rounds and the bare loop first in even ones (so a drift in the machine's load fa
 
 1. produce: `shadowtap cat -i FILE -o kafka://.../A` vs a bare Producer loop over the same
    lines into topic B, producing the same messages with the same settings: idempotent, lz4,
-   linger.ms 20, key = session (else client), the header `shadowtap-v: 1`; each line parsed
+   linger.ms 20, a local queue of 1,000,000 records or 256 MiB, key = session (else client),
+   the header `shadowtap-v: 1`; each line parsed
    once for its key, produced as is, flush() at the end, no delivery callbacks.
 2. consume: `shadowtap cat -i kafka://.../A -o /dev/null --from earliest` vs a bare Consumer
    loop over topic A (consume(1000, 1.0) until all 4 partitions hit EOF and every message is
@@ -53,7 +54,8 @@ import sys, orjson
 from confluent_kafka import Producer
 path, bootstrap, topic = sys.argv[1:4]
 p = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "enable.idempotence": True,
-              "compression.type": "lz4", "linger.ms": 20})
+              "compression.type": "lz4", "linger.ms": 20,
+              "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 262144})
 headers = [("shadowtap-v", b"1")]
 n = 0
 with open(path, "rb") as f:

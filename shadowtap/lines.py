@@ -34,26 +34,35 @@ def iter_lines(f: BinaryIO, name: str = "") -> Iterator[tuple[int, bytes, bool]]
     when the cut fell on a line boundary (the line is then empty).
     """
     offset = 0
+    for lines, torn in iter_line_blocks(f, name):
+        for line in lines:
+            yield offset, line, True
+            offset += len(line) + 1
+        if torn is not None:
+            yield offset, torn, False
+
+
+def iter_line_blocks(f: BinaryIO, name: str = "") -> Iterator[tuple[list[bytes], bytes | None]]:
+    """`iter_lines` a read at a time, without offsets, for loops that cannot afford a step per
+    line: (complete lines, None) per read, and last (lines, torn line) when the input ends
+    without a newline or a compressed file is cut short (see `iter_lines`)."""
     rest = b""
     read = getattr(f, "read1", f.read)  # read1: a cut .gz still yields what came before the cut
     while True:
         try:
             chunk = read(CHUNK)
         except (EOFError, zlib.error, gzip.BadGzipFile):
-            yield offset, rest, False
+            yield [], rest
             return
         except OSError as e:
             raise InputError(f"cannot read {name or 'input'}: {e.strerror or e}") from e
         if not chunk:
             break
-        buf = rest + chunk if rest else chunk
-        lines = buf.split(b"\n")
+        lines = (rest + chunk if rest else chunk).split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            yield offset, line, True
-            offset += len(line) + 1
+        yield lines, None
     if rest:
-        yield offset, rest, False
+        yield [], rest
 
 
 def ends_with_newline(path: str) -> bool:

@@ -113,6 +113,11 @@ def record_key(line: bytes) -> bytes | None:
     return key.encode() if key else None
 
 
+QUEUE_RECORDS = 1_000_000
+QUEUE_KBYTES = 256 * 1024
+"""A producer's local queue: records waiting for the broker, at most this many or this many KiB."""
+
+
 class KafkaSink:
     """Produces records into one topic; `flush` confirms delivery of everything sent."""
 
@@ -128,6 +133,10 @@ class KafkaSink:
             "enable.idempotence": True,
             "compression.type": "lz4",
             "linger.ms": 20,
+            # Room for a burst (a whole log file, or the broker away for a while) without
+            # back-pressure: librdkafka's default of 100,000 records fills in a tenth of a second.
+            "queue.buffering.max.messages": QUEUE_RECORDS,
+            "queue.buffering.max.kbytes": QUEUE_KBYTES,
             "message.timeout.ms": 0,  # retry until delivered; close() bounds the wait
             # Confirmation is "left the queue without a failure report": a Python call per
             # delivered record would cost more than producing it.
@@ -277,14 +286,11 @@ class KafkaOutcomeWriter:
     outcomes were lost or not delivered.
     """
 
-    QUEUE = 1_000_000
-    """Outcomes the local queue holds while the broker is away (librdkafka's default is 100,000)."""
     POLL_EVERY = 256
 
     def __init__(self, address: str, settings: tuple[tuple[str, str], ...] = (),
                  close_timeout: float = CLOSE_TIMEOUT_S) -> None:
-        self.sink = KafkaSink(address, (("queue.buffering.max.messages", str(self.QUEUE)), *settings),
-                              close_timeout)
+        self.sink = KafkaSink(address, settings, close_timeout)
         self.lost = 0
         self._count = 0
 
