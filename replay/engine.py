@@ -187,23 +187,31 @@ class _Run:
         clock = self.clock
         stats = self.stats
         skip = self.skip
-        t0 = clock.now()
-        schedule = Schedule(opts.pacing, t0)
-        end, end_reason = (math.inf, "") if opts.duration is None else (t0 + opts.duration, "duration")
-        if schedule.end < end:
-            end, end_reason = schedule.end, "profile ended"
+        source = self.source
+        shared = hasattr(source, "rate_share")  # a Kafka consumer: the rate is its group's total
+        share = 1.0
+        started = clock.now()
+        end, end_reason = (math.inf, "") if opts.duration is None else (started + opts.duration, "duration")
+        schedule: Schedule | None = None
         stopped_at = None
         reason = "input ended"
         records = 0
         burst = 0
         try:
-            async for delivery in self.source:
+            async for delivery in source:
                 record = delivery.record
                 why = skip(record)
                 if why is not None:
                     stats.skipped[why] += 1
                     delivery.ack()
                     continue
+                if schedule is None:  # deadlines count from the first record, not from a group join
+                    schedule = Schedule(opts.pacing, clock.now())
+                    if schedule.end < end:
+                        end, end_reason = schedule.end, "profile ended"
+                if shared and source.rate_share != share:  # type: ignore[attr-defined]
+                    share = source.rate_share  # type: ignore[attr-defined]
+                    schedule.set_share(share)
                 deadline = schedule.next_deadline(record.ts)
                 now = clock.now()
                 if deadline is None:
@@ -241,6 +249,7 @@ class _Run:
                     reason = "limit"
                     break
         finally:
+            t0 = started if schedule is None else schedule.t0
             stats.window_s = (clock.now() if stopped_at is None else stopped_at) - t0
             if not stats.stopped:
                 stats.stopped = reason

@@ -164,6 +164,9 @@ class Schedule:
     due immediately: always with `--rate max`, and with `--speed` for a record stamped
     earlier than the first one (out of order). It returns `math.inf` once a finite profile
     (`--stages`) is over; `end` is then when that happened.
+
+    A rate profile is the total of a group of replayers (Kafka consumers splitting a topic's
+    partitions): `set_share` makes this schedule pace its share of it from then on.
     """
 
     def __init__(self, pacing: Pacing, t0: float) -> None:
@@ -178,6 +181,12 @@ class Schedule:
         self._seg = 0
         self._seg_t = t0
         self._seg_u = 0.0
+        # Request counts of this schedule (local) map onto the profile's (group) counts linearly:
+        # group = base_group + (local - base_local) / share, rebased at every share change.
+        self._share = 1.0
+        self._base_local = 0.0
+        self._base_group = 0.0
+        self._last = (0.0, 0.0)
         self.end = math.inf
         """When a rate profile is over: after its last finite segment, or when it holds a rate of 0."""
         if self._segments:
@@ -201,7 +210,17 @@ class Schedule:
         else:
             u = float(self._index)
         self._index += 1
-        return self._deadline(u)
+        group = self._base_group + (u - self._base_local) / self._share
+        self._last = (u, group)
+        return self._deadline(group)
+
+    def set_share(self, share: float) -> None:
+        """Pace `share` (0 < share ≤ 1) of the rate profile from the request after the last one
+        given a deadline: the gaps after it stretch by 1/share. No effect without a rate (with
+        `--speed` each replayer keeps the timing of its own records) or when `share` is 0."""
+        if 0 < share <= 1 and share != self._share:
+            self._base_local, self._base_group = self._last
+            self._share = share
 
     def _deadline(self, u: float) -> float:
         """The time at which the profile's cumulative count reaches `u`."""

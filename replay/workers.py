@@ -14,9 +14,12 @@ partition moved by a rebalance resumes where the group got to instead of at the 
 (at-least-once: what a dead worker had in flight, or finished after its last commit, is
 replayed again by the new owner).
 
-Stated gaps: `--rate R` gives each worker R/N (an even split, not a share by assigned
-partitions, so a worker owning more partitions paces them slower); `--ramp`/`--stages` rates
-are split the same way; `--limit` and `--duration` apply per worker. With `--from TIME` the
+Rates: `--rate`, `--ramp` and `--stages` are the group's total. Every worker is given the
+whole profile and paces the share of it that its assigned partitions are of the topic's
+(`KafkaSource.rate_share`, `Schedule.set_share`), following every rebalance; other hosts
+running the same command in the same group split it the same way.
+
+Stated gaps: `--limit` and `--duration` apply per worker. With `--from TIME` the
 records of a batch that starts before TIME are replayed too (the single-process run skips
 them). The merged report holds what outcomes tell: planned, dropped and skipped requests are
 counted by the workers only.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import multiprocessing
 import os
 import shutil
@@ -36,23 +38,16 @@ import tempfile
 from typing import Any
 
 from replay.options import ShadowOptions
-from replay.schedule import Segment
 from shadowtap.errors import EXIT_ERROR, EXIT_INTERRUPTED, ShadowtapError, UsageError
 
 KAFKA_SCHEME = "kafka://"
 
 
-def _share(pacing: Any, workers: int) -> Any:
-    """The pacing of one worker: every rate divided by the number of workers."""
-    rate = pacing.rate if pacing.rate is None or pacing.rate == math.inf else pacing.rate / workers
-    profile = tuple(Segment(s.duration, s.start / workers, s.end / workers) for s in pacing.profile)
-    return dataclasses.replace(pacing, rate=rate, profile=profile)
-
-
-def worker_options(options: ShadowOptions, workers: int, seed_offset: int = 0) -> ShadowOptions:
-    """What one of `workers` workers runs: its rate share, no report; outcomes only when they
-    go to Kafka (each worker produces its own; files are the parent's to write)."""
-    pacing = _share(options.replay.pacing, workers)
+def worker_options(options: ShadowOptions, seed_offset: int = 0) -> ShadowOptions:
+    """What one worker runs: the group's pacing (it takes its share by its partitions), its own
+    Poisson seed, no report; outcomes only when they go to Kafka (each worker produces its
+    own; files are the parent's to write)."""
+    pacing = options.replay.pacing
     pacing = dataclasses.replace(pacing, seed=pacing.seed + seed_offset)
     replay = dataclasses.replace(options.replay, pacing=pacing, progress=False, handle_signals=True)
     outcomes = options.outcomes if _to_kafka(options.outcomes) else None
@@ -122,7 +117,7 @@ def workers_main(options: ShadowOptions, workers: int) -> int:
     tmp = tempfile.mkdtemp(prefix="shadowtap-workers-")
     files = [os.path.join(tmp, f"worker-{k}.jsonl") for k in range(1, workers + 1)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(worker_options(options, workers, k), path),
+    procs = [ctx.Process(target=_worker, args=(worker_options(options, k), path),
                          name=f"shadowtap-worker-{k}", daemon=False)
              for k, path in enumerate(files, 1)]
 

@@ -335,6 +335,11 @@ class KafkaSource:
         """Every partition of the topic: the offset after its last record when the run started."""
         self._group_done: set[int] = set()
         self._group_polled = 0.0
+        self._partitions = 0
+        """How many partitions the topic has (read at every assignment)."""
+        self.rate_share = 1.0
+        """The part of the topic's partitions assigned to this consumer: a replay paces this
+        share of its --rate, the rest being the other members' of the group (see Schedule.set_share)."""
         self._assigned_once = False
         self._start = options.start
         self._start_ms = None if self._start in ("earliest", "latest", "committed") else int(
@@ -377,6 +382,16 @@ class KafkaSource:
                 if tp.offset < 0:  # no record at or after the time: start at the end
                     tp.offset = OFFSET_END
         consumer.assign(partitions)
+        try:
+            meta = consumer.list_topics(self.address.topic, timeout=10).topics.get(self.address.topic)
+            self._partitions = len(meta.partitions) if meta is not None and meta.partitions else self._partitions
+        except KafkaException as e:
+            self._report(f"reading the topic's partitions failed: {e.args[0].str()}")
+        self._update_share()
+
+    def _update_share(self) -> None:
+        if self._marks and self._partitions:
+            self.rate_share = min(1.0, len(self._marks) / self._partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what is finished; records still in flight will be re-delivered to the new owner."""
@@ -393,6 +408,7 @@ class KafkaSource:
             except KafkaException as e:
                 self._report(f"commit on revoke failed: {e.args[0].str()}", force=True)
         consumer.unassign()
+        self._update_share()
 
     def _ack(self, partition: int, offset: int) -> None:
         mark = self._marks.get(partition)

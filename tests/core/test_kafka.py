@@ -172,3 +172,37 @@ def test_topic_cli_describes_records_and_lag(topic):
     assert len(out.strip().splitlines()) == 6  # header, 4 partitions, total
     res = run_cli("topic", "create", topic.replace("kafka://", "kafka://") + "!bad")
     assert res.returncode == 2 and b"expected kafka://HOST:PORT" in res.stderr
+
+
+def test_each_consumer_of_a_group_knows_its_share_of_the_partitions(kafka):
+    """Two members of one group on a 3-partition topic: one owns two partitions, the other one,
+    and each says so in `rate_share` (what a replay paces its part of --rate by)."""
+    address = f"kafka://{kafka.bootstrap}/shadowtap-share-{time.time_ns()}"
+    create_topic(address, partitions=3, retention_ms=None)
+    produce(address, records(60, sessions=12))
+    options = StreamOptions(group=f"share-{time.time_ns()}", start="earliest", follow=True)
+
+    async def go():
+        sources = [KafkaSource(address, options) for _ in range(2)]
+
+        async def drain(source):
+            async for d in source:
+                d.ack()
+
+        tasks = [asyncio.create_task(drain(s)) for s in sources]
+        try:
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:
+                shares = sorted(round(s.rate_share, 3) for s in sources)
+                if shares == [0.333, 0.667]:
+                    return shares
+                await asyncio.sleep(0.2)
+            return sorted(s.rate_share for s in sources)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for s in sources:
+                await s.close()
+
+    assert asyncio.run(go()) == [0.333, 0.667]

@@ -225,3 +225,54 @@ async def test_a_poke_ends_a_wait_once_its_time_has_passed_and_not_before(monkey
     assert woke >= deadline, "woken before its time by an early poke"
     assert any(p < deadline for p in poked)
     assert woke - deadline < 1.0, f"not woken by the pokes after the deadline ({woke - deadline:.3f} s late)"
+
+
+def test_a_share_stretches_the_gaps_after_the_last_deadline():
+    s = Schedule(Pacing(rate=100.0), t0=0.0)
+    before = [s.next_deadline(0.0) for _ in range(5)]
+    s.set_share(0.5)
+    after = [s.next_deadline(0.0) for _ in range(3)]
+    s.set_share(1.0)
+    back = [s.next_deadline(0.0) for _ in range(2)]
+    assert before == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04])
+    assert after == pytest.approx([0.06, 0.08, 0.10])
+    assert back == pytest.approx([0.11, 0.12])
+
+
+def test_a_share_of_a_ramp_is_the_ramp_scaled_down():
+    shared = Schedule(Pacing(profile=ramp(0.0, 100.0, 10.0)), t0=0.0)
+    shared.set_share(0.25)
+    scaled = Schedule(Pacing(profile=ramp(0.0, 25.0, 10.0)), t0=0.0)
+    assert [shared.next_deadline(0.0) for _ in range(300)] == pytest.approx(
+        [scaled.next_deadline(0.0) for _ in range(300)])
+
+
+def test_a_share_leaves_recorded_timing_and_rate_max_alone():
+    timed = Schedule(Pacing(speed=2.0), t0=0.0)
+    timed.set_share(0.5)
+    assert [timed.next_deadline(ts) for ts in (10.0, 11.0, 12.0)] == [0.0, 0.5, 1.0]
+    unpaced = Schedule(Pacing(rate=math.inf), t0=0.0)
+    unpaced.set_share(0.5)
+    assert unpaced.next_deadline(1.0) is None
+
+
+async def test_the_engine_follows_the_share_of_a_group_source(fake_clock):
+    """A Kafka source's share changes (a rebalance) after 4 records: the gaps double from there."""
+    class Rebalanced(MemorySource):
+        rate_share = 1.0
+
+        async def __aiter__(self):
+            n = 0
+            async for delivery in super().__aiter__():
+                n += 1
+                if n == 5:
+                    self.rate_share = 0.5
+                yield delivery
+
+    recs = [Record(id=f"r{i}", ts=1000.0, method="GET", target=f"/{i}") for i in range(8)]
+    target = Target("t1", "http://127.0.0.1:9")  # nothing listens: connect errors, fine for pacing
+    summary = await run_shadow(Rebalanced(recs), [target], ReplayOptions(pacing=Pacing(rate=10.0)), [],
+                               clock=fake_clock)
+    t0 = fake_clock.sleeps[0] - 0.1
+    assert [round(t - t0, 6) for t in fake_clock.sleeps] == [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.1]
+    assert summary.schedule.sent == 8

@@ -65,7 +65,8 @@ def test_two_workers_split_the_partitions_and_replay_every_record_once(tmp_path,
 def test_a_killed_worker_loses_no_record(tmp_path, topic, recording_server):
     recs = kafka_records(RECORDS, sessions=SESSIONS)
     produce(topic, recs)
-    rate = 20  # 10 requests/s per worker, so the run is still going when a worker is killed
+    rate = 20  # the group's total: 10 requests/s per worker (2 of 4 partitions each), so the run
+    #            is still going when a worker is killed
     proc = subprocess.Popen([sys.executable, "-m", "shadowtap",
                              *_shadow_args(topic, "workers-kill", recording_server.url, "--rate", str(rate))],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -81,8 +82,7 @@ def test_a_killed_worker_loses_no_record(tmp_path, topic, recording_server):
         assert len(pids) == 2, b"".join(stderr)
         while not recording_server.requests and time.monotonic() < deadline:
             time.sleep(0.05)
-        # The group joined. Its schedule started before the join, so each worker first catches up
-        # in a burst; 2 s later the burst is long committed and the workers send at 10/s each.
+        # The group joined; 2 s later the workers send at 10/s each and have committed offsets.
         time.sleep(2)
         killed_at = len(recording_server.requests)
         assert 0 < killed_at < RECORDS - 40, "the run should still be going"
