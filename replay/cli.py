@@ -335,7 +335,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Requests per target the --abort-on-error-rate breaker looks back over."),
         click.option("--outcomes", metavar="ADDR",
                      help="Write one JSON line per request per target (times in Unix seconds, latencies in ms) "
-                          "to a file ('-': stdout); shadow also takes kafka://HOST:PORT/TOPIC."),
+                          "to a file ('-': stdout), or one message each to kafka://HOST:PORT/TOPIC."),
         click.option("--report", metavar="FILE", help="Write the JSON report (counts, latency percentiles in ms)."),
     ]
     for option in reversed(options):
@@ -376,8 +376,9 @@ def replay() -> None:
               help="Repeat the input (a file or spool) with shifted timestamps and ids suffixed #1, #2, ... "
                    "until --duration or --limit.")
 @click.option("--workers", type=int, metavar="N",
-              help="Replay in N processes of one consumer group (kafka:// input only); --rate is the total, "
-                   "split evenly. One report from all workers' outcomes. Default: 1, in this process.")
+              help="Replay in N processes of one consumer group (kafka:// input only); --rate is the group's "
+                   "total, each worker pacing the share its partitions are of the topic. One report from all "
+                   "workers' outcomes. Default: 1, in this process.")
 @source_options
 @_common
 def shadow(**p: Any) -> int:

@@ -31,7 +31,7 @@ from replay.options import SAFE_METHODS, ReplayOptions, Target
 from replay.report import Progress
 from replay.schedule import Clock, MonotonicClock, Schedule
 from replay.send import Exchange, Preparer, Sender, make_sender
-from shadowtap.errors import EXIT_VERDICT
+from shadowtap.errors import EXIT_ERROR, EXIT_VERDICT
 from shadowtap.record import Outcome, Record
 from shadowtap.stream import Delivery, Source
 
@@ -87,13 +87,18 @@ class Summary:
     """The signal that stopped the run early, if one did."""
     aborted: str | None = None
     """Why the circuit breaker stopped the run, if it did."""
+    listener_failures: tuple[str, ...] = ()
+    """Listeners that failed and were disabled (outcomes not all written, for one)."""
 
     @property
     def exit_code(self) -> int:
-        """0; 128 + the signal number (130 after Ctrl-C); 3 when the circuit breaker tripped."""
+        """0; 128 + the signal number (130 after Ctrl-C); 3 when the circuit breaker tripped;
+        1 when a listener failed (the replay went on, but what it wrote is incomplete)."""
         if self.aborted is not None:
             return EXIT_VERDICT
-        return 0 if self.interrupted is None else 128 + self.interrupted
+        if self.interrupted is not None:
+            return 128 + self.interrupted
+        return EXIT_ERROR if self.listener_failures else 0
 
 
 class Hooks(Protocol):
@@ -179,7 +184,7 @@ class _Run:
             self.fanout.close()
         if external_cancel:
             raise asyncio.CancelledError
-        return Summary(self.stats, self.interrupted, self.aborted)
+        return Summary(self.stats, self.interrupted, self.aborted, tuple(self.fanout.failures))
 
     async def _schedule(self) -> None:
         """Walk the source, wait for each deadline, dispatch; stop at --limit/--duration/profile end."""

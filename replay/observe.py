@@ -351,6 +351,8 @@ class Fanout:
     def __init__(self, listeners: Iterable[Listener]) -> None:
         self._all = tuple(listeners)
         self._active = self._all
+        self.failures: list[str] = []
+        """One line per listener that failed: its class, the error."""
 
     def emit(self, outcome: Outcome) -> None:
         for listener in self._active:
@@ -362,11 +364,9 @@ class Fanout:
     def _disable(self, listener: Listener, error: Exception) -> None:
         if listener in self._active:
             self._active = tuple(x for x in self._active if x is not listener)
-            print(
-                f"shadowtap: warning: {type(listener).__name__} failed and was disabled: "
-                f"{type(error).__name__}: {error}",
-                file=sys.stderr,
-            )
+            failure = f"{type(listener).__name__} failed and was disabled: {type(error).__name__}: {error}"
+            self.failures.append(failure)
+            print(f"shadowtap: warning: {failure}", file=sys.stderr)
 
     def close(self) -> None:
         """Close every listener, the disabled ones too (they may hold files)."""

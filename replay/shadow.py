@@ -39,7 +39,7 @@ async def run_shadow(
 
 def check_writable(path: str | None, what: str) -> None:
     """Fail before replaying anything when a file could not be written at the end."""
-    if path and path != "-":
+    if path and path != "-" and not path.startswith("kafka://"):
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StreamError(f"cannot write {what} to {path!r}: directory {parent!r} does not exist")

@@ -27,7 +27,8 @@ from typing import TextIO
 import orjson
 
 from replay.engine import Summary, run_replay, skip_writes
-from replay.observe import Listener, OutcomeWriter, ScheduleStats, StatsListener
+from replay.observe import Listener, ScheduleStats, StatsListener
+from replay.offline import outcome_writer
 from replay.options import Match, ReplayOptions, Target, TeeOptions
 from replay.report import build_report, format_table, write_report
 from replay.send import Exchange
@@ -176,7 +177,7 @@ async def tee_main(options: TeeOptions) -> int:
     target_stats = StatsListener([(options.target.name, options.target.url)])
     listeners: list[Listener] = [target_stats]
     if options.outcomes:
-        listeners.append(OutcomeWriter(options.outcomes))
+        listeners.append(outcome_writer(options.outcomes, options.stream.settings))
     summary: Summary | None = None
     try:
         summary = await run_replay(source, [options.target], replay, listeners, stats=stats,

@@ -111,3 +111,17 @@ def test_outcome_writer_names_undelivered_outcomes_and_bad_addresses_are_usage_e
     res = run_cli("report", "kafka://127.0.0.1/no-port")
     assert res.returncode == 2
     assert res.stderr.decode().startswith("shadowtap: error: address 'kafka://127.0.0.1/no-port'")
+
+
+def test_tee_writes_its_outcomes_to_kafka_too(tmp_path, kafka, recording_server):
+    from shadowtap.record import encode_record
+
+    outcomes = new_topic(kafka, "tee-outcomes", partitions=1)
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(encode_record(r) + b"\n" for r in kafka_records(25)))
+    res = run_cli("replay", "tee", "-i", str(src), "--target", recording_server.url, "--outcomes", outcomes)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 25  # one line per request on stdout, as without Kafka
+    ids = sorted(orjson.loads(value)["id"] for _p, _o, value in read_topic(outcomes))
+    assert ids == sorted(f"r{i}" for i in range(25))
+    assert report_json(outcomes)["targets"]["t1"]["responses"] == 25

@@ -397,6 +397,7 @@ async def test_a_failing_listener_is_disabled_not_fatal(serve, records, capsys, 
     assert Broken.calls == 1
     warnings = [x for x in capsys.readouterr().err.splitlines() if "Broken" in x]
     assert len(warnings) == 1 and "boom" in warnings[0]
+    assert summary.exit_code == 1 and summary.listener_failures == (warnings[0].removeprefix("shadowtap: warning: "),)
 
 
 async def test_intended_times_follow_the_schedule(serve, fake_clock, client):
