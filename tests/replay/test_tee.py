@@ -204,3 +204,33 @@ async def test_stdin_is_streamed_not_read_to_the_end_first(serve, tmp_path):
         out, err = await asyncio.wait_for(tee.proc.communicate(), WAIT_S)
     assert tee.proc.returncode == 0, err
     assert fields(first[0])[2] == "/first" and fields(out.decode().splitlines()[0])[2] == "/second"
+
+
+async def test_follow_a_kafka_topic_as_records_arrive(serve, kafka):
+    """`tee --follow` on a topic: what is there, then what a shipper produces while tee runs."""
+    from shadowtap.streams.kafka import KafkaSink
+    from shadowtap.streams.kafka_admin import create_topic
+
+    topic = f"kafka://{kafka.bootstrap}/tee-follow-{time.time_ns()}"
+    create_topic(topic, partitions=1, retention_ms=None)
+
+    async def produce(*records: Record) -> None:
+        sink = KafkaSink(topic)
+        for r in records:
+            await sink.send(r)
+        await sink.flush()
+        await sink.close()
+
+    await produce(rec(0, "/before/0"), rec(1, "/before/1", status=404))
+    async with serve() as srv:
+        tee = await Tee.start("-i", topic, "--target", srv.url, "--follow", "--from", "earliest",
+                              "--group", f"tee-{time.time_ns()}")
+        first = await tee.until(2)
+        await produce(rec(2, "/after/2"))
+        lines = await tee.until(3)
+        code, err = await tee.stop()
+    assert code == 130, err
+    assert [fields(line)[2] for line in first] == ["/before/0", "/before/1"]
+    assert [fields(line)[2:6] for line in lines] == [["/before/0", "200", "->", "200"],
+                                                      ["/before/1", "404", "->", "200"],
+                                                      ["/after/2", "200", "->", "200"]]
