@@ -39,11 +39,12 @@ def test_checked_passes_records_as_they_are_and_refuses_the_rest():
             checked(bad)
     with pytest.raises(VersionError, match="upgrade"):
         checked(b'{"v": 2, "id": "a", "ts": 1, "method": "GET", "target": "/"}')
-    # without a key to find, a value written the way shadowtap writes records is not parsed;
-    # every other value is checked in full
+    # without a key to find, values are checked just the same, also those that look like
+    # shadowtap's own lines at both ends
     assert checked_unkeyed(line) == (line, None)
     assert checked_unkeyed(pretty)[0] == value
-    for bad in (b"not json", b'{"v": 1, "id": "a"}', b'{"v":1,"id":"a"}\n{"v":1}'):
+    for bad in (b"not json", b'{"v": 1, "id": "a"}', b'{"v":1,"id":"a"}\n{"v":1}', b'{"v":1,"id":"a",}',
+                b'{"v":1,"id":"a","method":"GET"}'):
         with pytest.raises(RecordError):
             checked_unkeyed(bad)
     with pytest.raises(VersionError):
