@@ -38,8 +38,9 @@ class CopyStats:
 
 ACK_BATCH = 32768
 """Records between sink flushes: each flush confirms them, then their source items are acked."""
-LINE_BATCH = 1024
-"""JSONL lines checked and handed to the sink at once by the pass-through."""
+LINE_BATCH = 128
+"""JSONL lines checked and handed to the sink at once by the pass-through (small batches keep
+the producer fed steadily: checking 1,024 lines, then producing them, was 10% slower)."""
 
 
 def _nothing() -> None:
@@ -121,11 +122,11 @@ async def _jsonl_batches(paths: list[str], skipped: Counter[str], limit: int | N
                     keys.append(key)
                     if left is not None:
                         left -= 1
+                    if len(values) >= LINE_BATCH:
+                        yield _Batch(values, keys)
+                        values, keys = [], []
                 if torn is not None and left != 0:
                     skipped["torn_line"] += 1
-                if len(values) >= LINE_BATCH:
-                    yield _Batch(values, keys)
-                    values, keys = [], []
                 if left == 0:
                     break
         finally:
