@@ -206,13 +206,7 @@ class HttpCapture:
         fields: dict = {"server": info.server}
         if exchange.problem is not None:
             fields["incomplete"] = exchange.problem
-        if req.truncated:
-            fields["body_truncated"] = True
-            fields["body_size"] = req.body_size
-        if req.missing:
-            fields["body_missing"] = req.missing
-        if req.trailers:
-            fields["trailers"] = [list(t) for t in req.trailers]
+        _body_notes(req, fields)
         if req.bad_lines:
             fields["bad_header_lines"] = req.bad_lines
         target, target_raw = decode_target(req.target)
@@ -304,17 +298,23 @@ class HttpCapture:
         return self.stats.summary(tcp.gaps, tcp.gap_bytes)
 
 
+def _body_notes(msg: Message, into: dict) -> None:
+    """What a record says about a message's body beyond the bytes: cut at --max-body, bytes the
+    capture missed, trailers (keys in this order: the fast path writes the same)."""
+    if msg.truncated:
+        into["body_truncated"] = True
+        into["body_size"] = msg.body_size
+    if msg.missing:
+        into["body_missing"] = msg.missing
+    if msg.trailers:
+        into["trailers"] = [list(t) for t in msg.trailers]
+
+
 def _response(msg: Message | None, request: Message) -> Response | None:
     if msg is None:
         return None
     extra: dict = {}
-    if msg.truncated:
-        extra["body_truncated"] = True
-        extra["body_size"] = msg.body_size
-    if msg.missing:
-        extra["body_missing"] = msg.missing
-    if msg.trailers:
-        extra["trailers"] = [list(t) for t in msg.trailers]
+    _body_notes(msg, extra)
     if msg.status is None:
         extra["version"] = msg.version
     elapsed = round((msg.first_ts - request.last_ts) * 1000.0, 3) if request.done else None

@@ -135,6 +135,16 @@ class Codegen:
         """The line's byte offset, as digits (always shown: not for a side of a choice)."""
         self.parts.append(("offset",))
 
+    def request_line(self, method: str, target: str, version: str) -> None:
+        """The record's `method`, `target` and `version` (expressions), up to the `host` key."""
+        self.lit(b',"method":"')
+        self.var(method)
+        self.lit(b'","target":"')
+        self.var(target)
+        self.lit(b'","version":"')
+        self.var(version)
+        self.lit(b'","host":')
+
     def emit(self, part: Part) -> None:
         """A part made by `choice` or `listing`, next in the output."""
         self.parts.append(part)
