@@ -24,7 +24,7 @@ from aiohttp import web
 from scripts.local_haproxy import LocalHaproxy
 from scripts.procs import free_port
 from tests.conftest import REPO, run_cli
-from tests.support import complete_jsonl
+from tests.support import complete_jsonl, wait_for
 
 SECRETS = (b"s3cr3t-token", b"s3cr3t-auth", b"s3cr3t-cookie")
 
@@ -89,14 +89,6 @@ def send_all(port: int) -> None:
         conn.close()
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_jsonl(path) -> list[dict]:

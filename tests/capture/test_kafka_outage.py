@@ -21,6 +21,7 @@ from scripts.procs import free_port
 from shadowtap.errors import StreamError
 from shadowtap.streams.kafka_admin import create_topic, read_topic
 from tests.conftest import REPO
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +36,6 @@ def confirmed(checkpoint) -> int | None:
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
     return next(iter(files.values()))["offset"] if files else None
-
-
-def wait_for(what: str, condition, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def create(address: str) -> None:
@@ -80,7 +73,7 @@ def test_a_broker_outage_loses_no_unconfirmed_line(tmp_path):
                 [sys.executable, "-m", "shadowtap", "capture", "nginx", str(log), "--follow", "--checkpoint",
                  str(checkpoint), "--checkpoint-interval", "0.2", "--poll-interval", "0.05", "-o", topic],
                 cwd=REPO, stderr=err)
-        wait_for("the first 50 lines confirmed", lambda: confirmed(checkpoint) == log.stat().st_size, 30)
+        wait_for(lambda: confirmed(checkpoint) == log.stat().st_size, 30, "the first 50 lines confirmed")
         before = confirmed(checkpoint)
 
         broker.__exit__(None, None, None)  # SIGTERM: the broker and all it held are gone
@@ -96,7 +89,7 @@ def test_a_broker_outage_loses_no_unconfirmed_line(tmp_path):
         create(topic)
         write(30)
         end = log.stat().st_size
-        wait_for("every line confirmed by the restarted broker", lambda: confirmed(checkpoint) == end, 60)
+        wait_for(lambda: confirmed(checkpoint) == end, 60, "every line confirmed by the restarted broker")
         capture.send_signal(signal.SIGTERM)
         assert capture.wait(30) == 0, stderr_path.read_text()
 

@@ -22,6 +22,7 @@ import orjson
 
 from scripts.local_nginx import LocalNginx
 from tests.conftest import REPO
+from tests.support import wait_for
 
 COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
             '"$http_referer" "$http_user_agent"')
@@ -74,14 +75,6 @@ class Sender:
         self._thread.join(10)
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_output(path: Path) -> tuple[list[dict], int]:

@@ -13,7 +13,7 @@ import orjson
 
 from scripts.procs import free_port
 from tests.conftest import REPO
-from tests.support import complete_jsonl
+from tests.support import complete_jsonl, wait_for
 
 LINE = (b'<134>Nov 27 20:42:00 haproxy[7]: 10.0.0.%d:4%04d [27/Nov/2026:20:42:00.%03d] fe be/s1 0/0/1/2/3 200 %d '
         b'- - ---- 1/1/0/0/0 0/0 "GET /item/%d?token=s3cr3t HTTP/1.1"')
@@ -23,13 +23,6 @@ def line(n: int) -> bytes:
     return LINE % (n % 250, n % 10000, n % 1000, 100 + n, n)
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(tmp_path, address: str) -> tuple[subprocess.Popen, object]:
