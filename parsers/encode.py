@@ -103,6 +103,7 @@ class Codegen:
         self.parts: list[tuple] = []
         self.conditions: list[str] = []
         self.source = ""
+        self._targets: str | None = None
 
     def const(self, value: object) -> str:
         """A local name for `value` in the generated function."""
@@ -134,6 +135,26 @@ class Codegen:
     def offset(self) -> None:
         """The line's byte offset, as digits (always shown: not for a side of a choice)."""
         self.parts.append(("offset",))
+
+    def scrubbed(self, expression: str, scrub: Callable[[bytes], bytes] | None, rules: ScrubRules | None) -> str:
+        """`expression` passed through `scrub` (None: as it is). The target scrubber goes through
+        the rules' cache, and only for a target that has a query at all."""
+        if scrub is None:
+            return expression
+        if rules is not None and scrub == rules.target:
+            e = expression
+            return f"(({self._target_cache(rules)}.get({e}) or {self.const(scrub)}({e})) if b'?' in {e} else {e})"
+        return f"{self.const(scrub)}({expression})"
+
+    def scrub_target(self, target: str, rules: ScrubRules) -> None:
+        """Statements replacing the request target (a variable) by its scrubbed form."""
+        self.line(f"if b'?' in {target}:")
+        self.line(f"    {target} = {self._target_cache(rules)}.get({target}) or {self.const(rules.target)}({target})")
+
+    def _target_cache(self, rules: ScrubRules) -> str:
+        if self._targets is None:
+            self._targets = self.const(rules.targets)
+        return self._targets
 
     def request_line(self, method: str, target: str, version: str) -> None:
         """The record's `method`, `target` and `version` (expressions), up to the `host` key."""

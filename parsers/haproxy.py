@@ -635,22 +635,14 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
 
     gen = Codegen()
     null, dash = gen.const(b"null"), gen.const(b"-")
-    cache = gen.const(rules.targets) if rules is not None else ""
 
     def missing(i: int) -> str:
         g = group(i)
         return f"({g} == {dash} or not {g})" if fmt._groups[i].quoted else f"{g} == {dash}"
 
-    def scrubbed(g: str, scrub: Callable[[bytes], bytes] | None) -> str:
-        if scrub is None:
-            return g
-        if rules is not None and scrub == rules.target:
-            return f"(({cache}.get({g}) or {gen.const(scrub)}({g})) if b'?' in {g} else {g})"
-        return f"{gen.const(scrub)}({g})"
-
     def value(g: str, absent: str, scrub: Callable[[bytes], bytes] | None = None) -> list[Part]:
         """A present value as a JSON string (scrubbed only where present)."""
-        expression = g if scrub is None else f"({g} if {absent} else {scrubbed(g, scrub)})"
+        expression = g if scrub is None else f"({g} if {absent} else {gen.scrubbed(g, scrub, rules)})"
         return [lit(b'"'), var(expression), lit(b'"')]
 
     # The syslog prefix ends where the prefix regex alone stops: the first split the general
@@ -670,8 +662,7 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
     gen.line(f"{', '.join(f'g{n}' for n in range(len(fast_groups)))}, = m.groups()")
     method, target, version = (f"g{index[fmt._i_request] + n}" for n in range(3))
     if rules is not None:
-        gen.line(f"if b'?' in {target}:")
-        gen.line(f"    {target} = {cache}.get({target}) or {gen.const(rules.target)}({target})")
+        gen.scrub_target(target, rules)
     when = group(fmt._i_time)
     seconds = _Seconds()
     gen.line(f"seconds = {gen.const(seconds.cache)}.get({when})")

@@ -491,23 +491,14 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
     fast = fmt._fast_groups
     gen = Codegen()
     match, miss_c = gen.const(fmt._fast_match), gen.const(miss)
-    cache = gen.const(rules.targets) if rules is not None else ""
     gen.line(f"m = {match}(line)")
     gen.line("if m is None:")
     gen.bail(1)
     gen.line(f"{', '.join(f'g{i}' for i in range(fmt._fast_match.__self__.groups))}, = m.groups()")
     method, target, version = (f"g{fast[i_request] + k}" for k in range(3))
 
-    def scrubbed(group: str, scrub: Callable[[bytes], bytes] | None) -> str:
-        if scrub is None:
-            return group
-        if rules is not None and scrub == rules.target:
-            return f"(({cache}.get({group}) or {gen.const(scrub)}({group})) if b'?' in {group} else {group})"
-        return f"{gen.const(scrub)}({group})"
-
     if rules is not None:
-        gen.line(f"if b'?' in {target}:")
-        gen.line(f"    {target} = {cache}.get({target}) or {gen.const(rules.target)}({target})")
+        gen.scrub_target(target, rules)
     if i_time < 0:
         gen.line("ts = b'0.0'")
     elif i_request_time < 0 and fmt._time_kind != "msec":
@@ -526,7 +517,9 @@ def _fast_encoder(fmt: NginxFormat, fingerprint: str, name: str | None, rules: S
     def value(i: int, scrub: Callable[[bytes], bytes] | None = None) -> list[Part]:
         """A present value as a JSON string (scrubbed), for a choice with its absence."""
         group = f"g{fast[i]}"
-        expression = group if scrub is None else f"({scrubbed(group, scrub)} if {group} != {miss_c} else {group})"
+        if scrub is None:
+            return [lit(b'"'), var(group), lit(b'"')]
+        expression = f"({gen.scrubbed(group, scrub, rules)} if {group} != {miss_c} else {group})"
         return [lit(b'"'), var(expression), lit(b'"')]
 
     gen.lit(b'{"v":1,"id":"' + fingerprint.encode() + b"-")
