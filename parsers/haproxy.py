@@ -25,6 +25,7 @@ server state notices, `<BADREQ>` and empty requests.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -312,6 +313,8 @@ class HaproxyFormat:
             else:
                 trailing = token is self.items[-1] and all(t is None for t in tokens[k + 1:])
                 pattern = token.fast_pattern() if fast else token.pattern(trailing)
+                if fast and token.alias is None and not token.quoted:
+                    pattern = _fast_sample(tokens[k + 1] if k + 1 < len(tokens) else None)
                 groups.append(token)
                 if fast and token.alias == "r":
                     groups += [token, token]
@@ -566,14 +569,26 @@ class HaproxyFormat:
 
     def fast_encoder(self, fingerprint: str, name: str | None, rules: ScrubRules | None) -> LineEncoder | None:
         """A LineEncoder for this format (see parsers/encode.py), or None when the format has
-        parts the fast path does not handle (no `%r`, CLF header lists, `+E`, `%[sample]` values,
-        named response captures, skip formats, dates other than `%tr`/`%t`)."""
+        parts the fast path does not handle (no `%r`, CLF header lists, `+E`, header samples,
+        an unquoted `%[sample]` right before another item, named response captures, skip
+        formats, dates other than `%tr`/`%t`)."""
+        tokens = self._tokens
         if (self.skip_reason or self._i_request < 0 or self._time_alias not in ("tr", "t")
                 or self.capture_response_headers or any(item.escaped for item in self._groups)
                 or any(item.alias in ("hrl", "hsl") for item in self._groups) or self._header_samples
-                or any(kind == _RAW for _, _, kind in self._fields)):
+                or any(isinstance(t, _Item) and t.alias is None and not t.quoted and isinstance(after, _Item)
+                       for t, after in itertools.pairwise(tokens))):
             return None
         return _fast_encoder(self, fingerprint, name, rules)
+
+
+def _fast_sample(following: str | None) -> bytes:
+    """The strict pattern of an unquoted `%[sample]` value. The general one is lazy (`(.*?)`):
+    its first try ends at the first byte of the literal that follows, so the strict class
+    leaves that byte out (a value holding it goes to the general path)."""
+    stop = following.encode()[0] if isinstance(following, str) else 0x20
+    allowed = set(range(0x21, 0x7F)) - {0x22, 0x23, 0x5C, stop}
+    return b"([" + b"".join(re.escape(bytes([c])) for c in sorted(allowed)) + b"]+)"
 
 
 _RAW, _ALIAS, _BLOCK, _CLF_BLOCK = range(4)
@@ -720,7 +735,7 @@ def _fast_encoder(fmt: HaproxyFormat, fingerprint: str, name: str | None, rules:
             gen.lit(b'"')
             gen.var(g)  # the strict regex admits only digits here
             gen.lit(b'"')
-        elif kind == _ALIAS:
+        elif kind in (_ALIAS, _RAW):
             gen.emit(gen.choice(missing(i), [lit(b"null")], value(g, missing(i), scrub)))
         else:
             items = f"[{gen.const(scrub)}(x) for x in {g}.split(b'|')]" if scrub else f"{g}.split(b'|')"

@@ -10,8 +10,12 @@ synced before each run. Each run is its own process; wall time gives lines/s, os
 that process's peak RSS. Beside them, in the same run:
 
 - `wc -l`: the raw read floor;
-- the peer: a bare `python -c` loop doing what a first shipper does per line (one regex,
-  a dict, orjson.dumps, one write per chunk), without scrubbing, accounting or checkpoints;
+- the peers: bare `python -c` loops doing what a first shipper does per line (one regex,
+  a dict, orjson.dumps, one write per chunk), without scrubbing, accounting or checkpoints,
+  one for each format;
+- for HAProxy also the floor: shadowtap's own strict line regex, its groups formatted into one
+  fixed template as long as shadowtap's records, nothing else (no nulls, caches, scrubbing,
+  ids, dates or checks): what CPython needs per line before any of the shipper's work;
 - a capture of the first fifth of the nginx file, to show that memory does not grow with it.
 
 Each run is repeated (`--repeat`, default 3) and reported as a range. Two rates: wall-clock
@@ -43,22 +47,52 @@ AGENTS = [
 REFERERS = ["-", "https://shop.example.test/", "https://www.example.org/search?q=lamp"]
 WORDS = ["lamp", "desk", "chair", "sofa", "rug", "shelf", "mirror", "clock", "vase", "stool"]
 
-PEER = r'''
-import re, sys, orjson
-rx = re.compile(rb'(\S+) - (\S+) \[([^\]]*)\] "(\S+) (\S+) (\S+)" (\d+) (\d+) "([^"]*)" "([^"]*)"')
-keys = ("client", "user", "time", "method", "target", "version", "status", "bytes", "referer", "agent")
+LOOP = r'''
 with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as out:
     rest = b""
     while chunk := f.read(1 << 20):
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
         buf = []
+        append = buf.append
         for line in lines:
-            m = rx.fullmatch(line)
+            m = MATCH
             if m:
-                buf.append(orjson.dumps(dict(zip(keys, (v.decode() for v in m.groups())))))
+                append(RECORD)
         out.write(b"\n".join(buf) + b"\n")
 '''
+"""The loop every peer runs, MATCH and RECORD replaced by the peer's own expressions."""
+AS_DICT = "orjson.dumps(dict(zip(keys, (v.decode() for v in m.groups()))))"
+
+PEER = r'''
+import re, sys, orjson
+rx = re.compile(rb'(\S+) - (\S+) \[([^\]]*)\] "(\S+) (\S+) (\S+)" (\d+) (\d+) "([^"]*)" "([^"]*)"')
+keys = ("client", "user", "time", "method", "target", "version", "status", "bytes", "referer", "agent")
+''' + LOOP.replace("MATCH", "rx.fullmatch(line)").replace("RECORD", AS_DICT)
+
+HAPROXY_PEER = r'''
+import re, sys, orjson
+rx = re.compile(rb'\S+ +\d+ \S+ \S+ \S+: (\S+):(\d+) \[([^\]]*)\] (\S+) ([^ /]+)/(\S+) (-?\d+)/(-?\d+)/(-?\d+)/'
+                rb'(-?\d+)/(\+?\d+) (\d+) (\+?\d+) (\S+) (\S+) (\S+) (\d+)/(\d+)/(\d+)/(\d+)/(\+?\d+) (\d+)/(\d+) '
+                rb'\{([^}]*)\} "(\S+) (\S+) (\S+)"')
+keys = ("client", "port", "time", "frontend", "backend", "server", "TR", "Tw", "Tc", "Tr", "Ta", "status",
+        "bytes", "req_cookie", "res_cookie", "termination", "actconn", "feconn", "beconn", "srv_conn",
+        "retries", "srv_queue", "backend_queue", "headers", "method", "target", "version")
+''' + LOOP.replace("MATCH", "rx.fullmatch(line)").replace("RECORD", AS_DICT)
+
+HAPROXY_FLOOR = r'''
+import re, sys
+from parsers.haproxy import compile_format
+regex, groups = compile_format("httplog", ["Host", "User-Agent"])._compile(fast=True)
+match = re.compile(regex, re.DOTALL).fullmatch
+values = b",".join(b'"f%d":"%%s"' % n for n in range(len(groups)))
+with open(sys.argv[1], "rb") as f:  # size the template: output lines as long as shadowtap's
+    sample = [m.groups(b"") for line in f.read(1 << 20).split(b"\n")[:1000]
+              if (m := match(line, line.find(b"]: ") + 3))]
+value_bytes = sum(len(v) for g in sample for v in g) // len(sample)
+padding = int(sys.argv[3]) - value_bytes - (len(values) - 2 * len(groups)) - 12
+template = b'{"pad":"' + b"x" * max(padding, 0) + b'",' + values + b"}"
+''' + LOOP.replace("MATCH", 'match(line, line.find(b"]: ") + 3)').replace("RECORD", 'template % m.groups(b"")')
 
 
 def target(rng: random.Random) -> str:
@@ -161,6 +195,12 @@ def main() -> int:
     run("shadowtap capture nginx (1/5 file)", [*capture, "nginx", str(fifth), "-o", str(out)], n_fifth, True)
     theirs = run("shadowtap capture haproxy", [*capture, "haproxy", str(haproxy), "--capture-headers",
                                               "Host,User-Agent", "-o", str(out)], args.lines, True)
+    record_bytes = out.stat().st_size // args.lines
+    haproxy_peer = run("peer (haproxy): regex+orjson loop", [sys.executable, "-c", HAPROXY_PEER,
+                                                                    str(haproxy), str(out)], args.lines, True)
+    floor = run("floor: strict regex + one template", [sys.executable, "-c", HAPROXY_FLOOR, str(haproxy), str(out),
+                                                        str(record_bytes)], args.lines, True)
+    floor_bytes = out.stat().st_size // args.lines
     out.unlink(missing_ok=True)
 
     def span(rates: list[float]) -> str:
@@ -174,6 +214,9 @@ def main() -> int:
     print(f"\nshadowtap capture nginx / peer (best runs): wall {max(ours[0]) / max(peer[0]):.2f}x, "
           f"CPU {max(ours[1]) / max(peer[1]):.2f}x (the peer does no scrubbing, accounting, dead letters or "
           "checkpoints)")
+    print(f"shadowtap capture haproxy / peer (best runs): wall {max(theirs[0]) / max(haproxy_peer[0]):.2f}x, "
+          f"CPU {max(theirs[1]) / max(haproxy_peer[1]):.2f}x; / floor: wall {max(theirs[0]) / max(floor[0]):.2f}x, "
+          f"CPU {max(theirs[1]) / max(floor[1]):.2f}x (floor records {floor_bytes} bytes, shadowtap's {record_bytes})")
     for name, (walls, cpus) in (("nginx combined", ours), ("haproxy httplog", theirs)):
         met = sum(cpu >= 250_000 for cpu in cpus)
         print(f"target >= 250000 lines/s on one core, {name}: met in {met} of {len(cpus)} runs by CPU time "

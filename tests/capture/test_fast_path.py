@@ -81,6 +81,8 @@ def test_real_haproxy_files(rules):
         taken += check(haproxy.compile_format("httplog"), lines, rules)
         taken += check(haproxy.compile_format("httplog", ("Host", "User-Agent", "Referer")), lines, rules)
     assert taken >= 15
+    https = real_lines("haproxy")["elastic-integrations-haproxy-test-https.log"]
+    assert check(haproxy.compile_format("httpslog", ("Host",)), https, rules) == 1
 
 
 NGINX_FORMATS = [
@@ -156,6 +158,34 @@ def test_awkward_haproxy_lines():
     for rules in SCRUBBERS.values():
         for names in ((), ("Host", "Authorization")):
             assert check(haproxy.compile_format("httplog", names), lines, rules) > 30
+
+
+SAMPLE_FORMATS = {  # format: a line of it, `%s` for each sample value
+    "httpslog": b'10.0.0.1:33317 [06/Feb/2009:12:14:14.655] fe~ be/srv1 10/0/30/69/109 200 2750 - - ---- '
+                b'1/1/1/1/0 0/0 {shop.test} {} "GET /a?token=1&b=2 HTTP/1.1" %s/%s/%s/%s/%s %s/%s/%s',
+    "%ci:%cp [%tr] %ST %B %[ssl_fc_sni]:%[fc_err] %{+Q}[ssl_c_s_dn] %[var(txn.id)] %{+Q}r %[src_port]":
+        b'10.0.0.1:33317 [06/Feb/2009:12:14:14.655] 200 2750 %s:%s "%s" %s "GET /a?token=1 HTTP/1.1" %s',
+    "%ci [%tr] %ST %B %{+Q}r %[ssl_fc_sni]":
+        b'10.0.0.1 [06/Feb/2009:12:14:14.655] 200 2750 "GET /a?token=1 HTTP/1.1" %s',
+}
+
+
+@pytest.mark.parametrize("fmt", SAMPLE_FORMATS)
+def test_awkward_sample_values(fmt):
+    """`%[sample]` values: the general pattern is lazy, the strict one stops before the byte
+    that follows; values holding it, `-`, `""`, escapes, quotes and UTF-8 on both paths."""
+    rng = random.Random(zlib.crc32(fmt.encode()))
+    odd = [b"-", b"", b"a/b", b"a:b", b"x y", b"#41", b'q"q', b"a\\b", b"sni.example.test", b"0", b"TLSv1.3",
+           "caf\u00e9".encode()]
+    line = SAMPLE_FORMATS[fmt]
+    lines = [line % tuple(rng.choice(odd) if rng.random() < 0.3 else b"v%d" % rng.randint(0, 9)
+                          for _ in range(line.count(b"%s"))) for _ in range(800)]
+    for rules in SCRUBBERS.values():
+        assert check(haproxy.compile_format(fmt), lines, rules) > 50
+
+
+def test_sample_right_before_another_item_takes_the_general_path():
+    assert haproxy.compile_format("%ci [%tr] %ST %{+Q}r %[fc_err]%[ssl_fc_sni]").fast_encoder(FP, NAME, None) is None
 
 
 @pytest.mark.parametrize("rules", SCRUBBERS.values(), ids=SCRUBBERS.keys())
