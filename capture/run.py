@@ -263,8 +263,10 @@ async def ship_logs(kind: str, opts: ShipOptions, fmt: LogFormat,
     listener = SyslogListener(opts.listen, opts.poll_interval) if opts.listen else None
     dead_letters = DeadLetters(opts.dead_letter, scrubber, redact if scrubber is not None else None)
     sink: Sink = open_sink(opts.output, StreamOptions(settings=opts.sink_settings))
+    select, select_line = opts.selection.selectors()
     shipper = Shipper(
-        parse=fmt.parse, sink=sink, scrubber=scrubber, select=opts.selection.selector(),
+        parse=fmt.parse, sink=sink, scrubber=scrubber, select=select,
+        select_line=select_line if scrubber is None or not opts.selection.key_is_secret else None,
         fast=lambda fp, name: fmt.fast_encoder(fp, name, scrubber), dead_letters=dead_letters,
         strict=opts.strict,
     )

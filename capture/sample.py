@@ -15,11 +15,18 @@ import dataclasses
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+import orjson
 
 from shadowtap.errors import UsageError
 from shadowtap.record import Record
+
+Selector = Callable[[Record], "tuple[Record | None, str]"]
+"""select(record) -> (record, "") to keep it (maybe with its session set) or (None, skip reason)."""
+LineSelector = Callable[[bytes], "tuple[bytes | None, str]"]
+"""The same for a record encoded as a v1 JSON line: (the line to ship, "") or (None, reason)."""
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(%?)\s*$")
 _STATUS = re.compile(r"^(?:[1-5]\d\d|[1-5]xx)$")
@@ -84,7 +91,8 @@ def _cookie(header: str, name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """Filters and sampling; `selection(record)` → (record, "") to keep, (None, reason) to skip."""
+    """Filters and sampling; `selection(record, rng)` → (record, "") to keep, (None, reason) to
+    skip."""
 
     methods: frozenset[str] = frozenset()
     path: re.Pattern[str] | None = None
@@ -102,52 +110,83 @@ class Selection:
         """Whether the selection can leave a record out or change it."""
         return bool(self.methods or self.path or self.exclude_path or self.statuses or self.rate < 1 or self.key)
 
-    def key_value(self, record: Record) -> str | None:
-        """The value of the sampling key in a record, None when it has none."""
+    @property
+    def key_is_secret(self) -> bool:
+        """Whether the sampling key may be a value that scrubbing replaces (a header or cookie):
+        then records must be sampled before they are scrubbed."""
+        return self.key is not None and self.key != "client"
+
+    def key_value(self, client: str | None, headers: Iterable[Sequence[str]], fields: dict) -> str | None:
+        """The value of the sampling key in a record (its client, headers and fields), None when
+        it has none."""
         if self.key is None:
             return None
         if self.key == "client":
-            return record.client
+            return client
         kind, _, name = self.key.partition(":")
         lower = name.lower()
         if kind == "header":
-            return next((v for n, v in record.headers if n.lower() == lower), None)
-        for n, v in record.headers:
+            return next((v for n, v in headers if n.lower() == lower), None)
+        for n, v in headers:
             if n.lower() == "cookie" and (value := _cookie(v, name)) is not None:
                 return value
-        logged = record.fields.get(f"cookie_{name}")  # nginx $cookie_NAME
+        logged = fields.get(f"cookie_{name}")  # nginx $cookie_NAME
         if isinstance(logged, str):
             return logged
-        captured = record.fields.get("captured_request_cookie")  # HAProxy %CC is `name=value`
+        captured = fields.get("captured_request_cookie")  # HAProxy %CC is `name=value`
         if isinstance(captured, str) and captured.startswith(f"{name}="):
             return captured[len(name) + 1:]
         return None
 
-    def __call__(self, record: Record, rng: random.Random) -> tuple[Record | None, str]:
-        if self.methods and record.method not in self.methods:
-            return None, "filtered_method"
-        path = record.target.partition("?")[0]
+    def choose(self, method: str, target: str, status: int | None, key: str | None,
+               rng: random.Random) -> tuple[str, str | None]:
+        """The decision on one record from what it depends on: (skip reason, or "" to keep;
+        the session to give the record, or None)."""
+        if self.methods and method not in self.methods:
+            return "filtered_method", None
+        path = target.partition("?")[0]
         if self.path is not None and not self.path.search(path):
-            return None, "filtered_path"
+            return "filtered_path", None
         if self.exclude_path is not None and self.exclude_path.search(path):
-            return None, "filtered_path"
-        if self.statuses:
-            status = record.response.status if record.response is not None else None
-            if status is None or (str(status) not in self.statuses and f"{status // 100}xx" not in self.statuses):
-                return None, "filtered_status"
-        value = self.key_value(record)
-        if value is None:
-            if self.rate < 1 and rng.random() >= self.rate:
-                return None, "sampled_out"
-            return record, ""
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+            return "filtered_path", None
+        if self.statuses and (status is None or (str(status) not in self.statuses
+                                                 and f"{status // 100}xx" not in self.statuses)):
+            return "filtered_status", None
+        if key is None:
+            return ("sampled_out" if self.rate < 1 and rng.random() >= self.rate else ""), None
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
         if self.rate < 1 and int.from_bytes(digest, "big") / 2**64 >= self.rate:
-            return None, "sampled_out"
-        return dataclasses.replace(record, session=f"{self.key.partition(':')[0]}:{digest.hex()}"), ""
+            return "sampled_out", None
+        return "", f"{self.key.partition(':')[0]}:{digest.hex()}"
 
-    def selector(self) -> Callable[[Record], tuple[Record | None, str]] | None:
-        """The shipper's Selector for this selection (None when it selects nothing)."""
+    def __call__(self, record: Record, rng: random.Random) -> tuple[Record | None, str]:
+        status = record.response.status if record.response is not None else None
+        reason, session = self.choose(record.method, record.target, status,
+                                      self.key_value(record.client, record.headers, record.fields), rng)
+        if reason:
+            return None, reason
+        return (record if session is None else dataclasses.replace(record, session=session)), ""
+
+    def selectors(self) -> tuple[Selector | None, LineSelector | None]:
+        """The shipper's selectors for this selection, sharing one random source: for Records,
+        and for records already encoded as JSON lines (None, None when it selects nothing)."""
         if not self.active:
-            return None
+            return None, None
         rng = random.Random(self.seed)
-        return lambda record: self(record, rng)
+        reads = bool(self.methods or self.path or self.exclude_path or self.statuses or self.key)
+
+        def select_line(line: bytes) -> tuple[bytes | None, str]:
+            if not reads:  # random sampling alone: the same draw as `choose`, without reading the line
+                return (line, "") if rng.random() < self.rate else (None, "sampled_out")
+            obj = orjson.loads(line)
+            response = obj["response"]
+            reason, session = self.choose(obj["method"], obj["target"], response and response["status"],
+                                          self.key_value(obj["client"], obj["headers"], obj["fields"]), rng)
+            if reason:
+                return None, reason
+            if session is None:
+                return line, ""
+            obj["session"] = session
+            return orjson.dumps(obj), ""
+
+        return (lambda record: self(record, rng)), select_line

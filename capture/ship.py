@@ -4,8 +4,10 @@ skip, or a dead letter with its reason and position.
 The Shipper takes chunks of complete lines (capture.follow) and, per line, either
 
 - the fast path: the format's LineEncoder (parsers/encode.py) turns the line straight into a
-  v1 JSON line, scrubbed, when the sink takes encoded lines (`send_encoded`) and no filter or
-  sampling needs a Record; or
+  v1 JSON line, scrubbed, when the sink takes encoded lines (`send_encoded`); filters and
+  sampling, when given, then read that line (`select_line`, cheaper than parsing the log line
+  into a Record), which they can when the sampling key is not a secret that scrubbing
+  replaced; or
 - the general path: parse → Record → filters and sampling → scrubbing → `sink.send`.
 
 A line the encoder declines goes the general path, so both give the same records.
@@ -31,14 +33,13 @@ from shadowtap.stream import Sink
 
 if TYPE_CHECKING:
     from capture.follow import Chunk, FileSource
+    from capture.sample import LineSelector, Selector
     from capture.scrub import Scrubber
 
 LineParser = Callable[..., Record]
 """parse(line, *, name, offset, fingerprint) -> Record, raising ParseError (SkipLine to skip)."""
 EncoderFactory = Callable[[str, "str | None"], "LineEncoder | None"]
 """fast_encoder(fingerprint, name) -> LineEncoder, or None when the format has no fast path."""
-Selector = Callable[[Record], "tuple[Record | None, str]"]
-"""select(record) -> (record, "") to keep it (maybe with its session set) or (None, skip reason)."""
 
 BLANK = "blank_line"
 _PARTIAL = {
@@ -159,6 +160,9 @@ class Shipper:
     sink: Sink
     scrubber: Scrubber | None = None
     select: Selector | None = None
+    select_line: LineSelector | None = None
+    """`select` for the fast path's JSON lines (sharing its random source); None when the
+    fast path must not be used with `select` (its sampling key is scrubbed)."""
     fast: EncoderFactory | None = None
     dead_letters: DeadLetters = field(default_factory=lambda: DeadLetters(None))
     strict: bool = False
@@ -166,7 +170,7 @@ class Shipper:
     _encoders: dict[FileSource, LineEncoder | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.select is not None or not isinstance(self.sink, EncodedSink):
+        if (self.select is not None and self.select_line is None) or not isinstance(self.sink, EncodedSink):
             self.fast = None
 
     async def ship(self, chunk: Chunk) -> None:
@@ -190,14 +194,35 @@ class Shipper:
             return encode
 
     async def _ship_encoded(self, chunk: Chunk, encode: LineEncoder) -> None:
-        def general(index: int, line: bytes, offset: int) -> bytes | None:
-            record = self._record(chunk.source, line, offset, chunk.line + index + 1)
-            return None if record is None else encode_record(record)
+        select = self.select
+
+        def general(index: int, line: bytes, offset: int) -> bytes | Record | None:
+            record = self._record(chunk.source, line, offset, chunk.line + index + 1, selected=select is None)
+            return record if record is None or select is not None else encode_record(record)
 
         out = encode(chunk.lines, chunk.offset, general)
         self.stats.lines += len(chunk.lines)
+        if select is not None:
+            out = self._selected(out, select, self.select_line)
         self.stats.records += len(out)
         await self.sink.send_encoded(out)
+
+    def _selected(self, items: list[bytes | Record], select: Selector, select_line: LineSelector) -> list[bytes]:
+        """The JSON lines of the records the selection keeps, in line order (so random draws are
+        those of the general path); the others counted as skips. `items` are the encoder's
+        lines and the general path's scrubbed Records."""
+        kept = []
+        for item in items:
+            if isinstance(item, Record):
+                record, reason = select(item)
+                line = None if record is None else encode_record(record)
+            else:
+                line, reason = select_line(item)
+            if line is None:
+                self.stats.skipped[reason] += 1
+            else:
+                kept.append(line)
+        return kept
 
     async def _ship_records(self, chunk: Chunk) -> None:
         send = self.sink.send
@@ -227,8 +252,9 @@ class Shipper:
             self.stats.records += 1
 
     def _record(self, source: FileSource, line: bytes, offset: int, lineno: int,
-                torn: bool = False) -> Record | None:
-        """The general path for one line: a Record to send, or None (counted skip or dead letter)."""
+                torn: bool = False, selected: bool = True) -> Record | None:
+        """The general path for one line: a Record to send, or None (counted skip or dead letter).
+        `selected=False` leaves filters and sampling to the caller."""
         if not line or line.isspace():
             self.stats.skipped[BLANK] += 1
             return None
@@ -242,7 +268,7 @@ class Shipper:
                 e = ParseError("torn_line", f"last line has no newline and does not parse: {e.message}")
             self._dead(source.name, lineno, offset, e, line)
             return None
-        if self.select is not None:
+        if self.select is not None and selected:
             record, reason = self.select(record)
             if record is None:
                 self.stats.skipped[reason] += 1

@@ -21,11 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-Fallback = Callable[[int, bytes, int], "bytes | None"]
-"""fallback(index in the chunk, line, byte offset) -> the general path's JSON line, or None
-(the line was a skip or a dead letter)."""
-LineEncoder = Callable[[list[bytes], int, Fallback], list[bytes]]
-"""encode(lines without newlines, byte offset of the first, fallback) -> their JSON lines."""
+Fallback = Callable[[int, bytes, int], object]
+"""fallback(index in the chunk, line, byte offset) -> what the general path made of the line
+(its JSON line, or its Record when the caller selects records afterwards), put in the output
+in the line's place, or None (the line was a skip or a dead letter)."""
+LineEncoder = Callable[[list[bytes], int, Fallback], list]
+"""encode(lines without newlines, byte offset of the first, fallback) -> their JSON lines (and
+what the fallback gave for the lines it took)."""
 
 
 class ScrubRules(Protocol):

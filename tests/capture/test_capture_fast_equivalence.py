@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from capture.checkpoint import Checkpoint
 from capture.follow import read_once
 from capture.haproxy import redact
+from capture.sample import Selection
 from capture.scrub import Scrubber
 from capture.ship import DeadLetters, Shipper
 from parsers import haproxy, nginx
@@ -50,7 +52,8 @@ HAPROXY_FORMATS = {
 NGINX_FORMATS = ("combined", "main", "upstreaminfo")
 
 
-def ship(fmt, path: Path, out: Path, rules: Scrubber | None, fast: bool, dead: Path) -> tuple:
+def ship(fmt, path: Path, out: Path, rules: Scrubber | None, fast: bool, dead: Path,
+         selection: Selection | None = None) -> tuple:
     """Ship one file as `capture` does; (records as dicts, stats, dead letters, lines the
     fast path took)."""
     taken = [0]
@@ -76,8 +79,11 @@ def ship(fmt, path: Path, out: Path, rules: Scrubber | None, fast: bool, dead: P
     async def main():
         sink = JsonlSink(str(out))
         letters = DeadLetters(str(dead), rules, redact if isinstance(fmt, haproxy.HaproxyFormat) else None)
+        select, select_line = selection.selectors() if selection is not None else (None, None)
+        if selection is not None and rules is not None and selection.key_is_secret:
+            select_line = None
         shipper = Shipper(parse=fmt.parse, sink=sink, scrubber=rules, fast=encoders if fast else None,
-                          dead_letters=letters)
+                          dead_letters=letters, select=select, select_line=select_line)
         for chunk in read_once(str(path), Checkpoint(None)):
             await shipper.ship(chunk)
         await sink.close()
@@ -92,10 +98,10 @@ def ship(fmt, path: Path, out: Path, rules: Scrubber | None, fast: bool, dead: P
     return records, stats, dead.read_bytes() if dead.exists() else b"", taken[0]
 
 
-def compare(tmp_path: Path, fmt, path: Path, rules) -> int:
+def compare(tmp_path: Path, fmt, path: Path, rules, selection: Selection | None = None) -> int:
     """Ship `path` both ways and compare everything; the number of lines the fast path took."""
-    fast = ship(fmt, path, tmp_path / "fast.jsonl", rules, True, tmp_path / "fast-dead.jsonl")
-    slow = ship(fmt, path, tmp_path / "slow.jsonl", rules, False, tmp_path / "slow-dead.jsonl")
+    fast = ship(fmt, path, tmp_path / "fast.jsonl", rules, True, tmp_path / "fast-dead.jsonl", selection)
+    slow = ship(fmt, path, tmp_path / "slow.jsonl", rules, False, tmp_path / "slow-dead.jsonl", selection)
     for left, right in zip(fast[0], slow[0], strict=True):
         assert left == right, (path.name, left["id"])
     f, s = fast[1], slow[1]
@@ -179,6 +185,46 @@ def test_prefixes_and_shapes(tmp_path, rules, names):
     for prefix in PREFIXES:
         path.write_bytes(b"\n".join([prefix + MESSAGE] * 3 + [MESSAGE, prefix + MESSAGE]) + b"\n")
         compare(tmp_path, fmt, path, rules)
+
+
+SELECTIONS = {
+    "random": Selection(rate=0.3, seed=1),
+    "client": Selection(rate=0.5, key="client", seed=3),
+    "filters": Selection(methods=frozenset({"GET"}), statuses=frozenset({"2xx", "304"}),
+                         exclude_path=re.compile("^/b"), rate=0.7, seed=2),
+    "cookie": Selection(rate=0.5, key="cookie:sid", seed=4),
+}
+
+
+@pytest.mark.parametrize("rules", SCRUBBERS.values(), ids=SCRUBBERS.keys())
+@pytest.mark.parametrize("selection", SELECTIONS.values(), ids=SELECTIONS.keys())
+def test_filters_and_sampling_on_the_fast_path(tmp_path, rules, selection):
+    """Selection looks at the records the fast path decoded, and keeps and skips exactly what
+    the general path does (the same random draws, in line order); a secret sampling key (a
+    cookie) is read before scrubbing, so with a scrubber those lines take the general path."""
+    path = tmp_path / "mixed.log"
+    lines = list(line_stream(random.Random(5), 3000))
+    rng = random.Random(6)
+    for n, line in enumerate(lines):  # methods, statuses and paths the filters tell apart
+        if rng.random() < 0.3:
+            line = line.replace(b'"GET /a', b'"HEAD /b' if n % 2 else b'"GET /b', 1)
+        if rng.random() < 0.3:
+            line = line.replace(b" 200 ", rng.choice([b" 304 ", b" 404 ", b" 503 "]), 1)
+        lines[n] = line
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    taken = compare(tmp_path, haproxy.compile_format("httplog", ("Host", "User-Agent")), path, rules, selection)
+    if selection.key_is_secret and rules is not None:
+        assert taken == 0
+    else:
+        assert taken > 1000
+    stats = ship(haproxy.compile_format("httplog"), path, tmp_path / "out.jsonl", rules, True,
+                 tmp_path / "dead.jsonl", selection)[1]
+    assert stats.skipped["sampled_out"] > 300
+    if selection.methods:
+        assert stats.skipped["filtered_method"] > 100 and stats.skipped["filtered_status"] > 100
+        assert stats.skipped["filtered_path"] > 100
+    nginx_log = SHARED_DATA / "nginx" / "beats-nginx-access.log"
+    compare(tmp_path, nginx.compile_format("combined"), nginx_log, rules, selection)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "Australia/Lord_Howe", "America/St_Johns",

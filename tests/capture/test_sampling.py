@@ -42,7 +42,7 @@ def test_option_parsers():
 
 def test_filters_give_their_reason():
     select = Selection(methods=frozenset({"GET"}), path=re.compile(r"^/api/"), exclude_path=re.compile(r"health"),
-                       statuses=frozenset({"2xx", "304"})).selector()
+                       statuses=frozenset({"2xx", "304"})).selectors()[0]
     assert select(rec(target="/api/x?q=1"))[1] == ""
     assert select(rec(method="POST", target="/api/x")) == (None, "filtered_method")
     assert select(rec(target="/static/x")) == (None, "filtered_path")
@@ -51,11 +51,11 @@ def test_filters_give_their_reason():
     assert select(rec(target="/api/x", status=404)) == (None, "filtered_status")
     assert select(rec(target="/api/x", status=304))[1] == ""
     assert select(rec(target="/api/x", status=None)) == (None, "filtered_status")
-    assert Selection().selector() is None
+    assert Selection().selectors() == (None, None)
 
 
 def test_random_sampling_keeps_about_the_rate():
-    select = Selection(rate=0.1, seed=1).selector()
+    select = Selection(rate=0.1, seed=1).selectors()[0]
     kept = sum(select(rec(i))[0] is not None for i in range(20_000))
     assert 1700 < kept < 2300
 
@@ -68,7 +68,7 @@ def test_random_sampling_keeps_about_the_rate():
     ("cookie:sid", lambda user, i: rec(i, fields={"captured_request_cookie": f"sid=s{user}"})),  # HAProxy %CC
 ])
 def test_sampling_by_key_keeps_whole_sessions(key, make):
-    select = Selection(rate=0.3, key=key).selector()
+    select = Selection(rate=0.3, key=key).selectors()[0]
     decisions: dict[int, set[bool]] = {}
     sessions: dict[int, set[str]] = {}
     for i in range(6000):
@@ -86,12 +86,12 @@ def test_sampling_by_key_keeps_whole_sessions(key, make):
     kept_users = sum(True in d for d in decisions.values())
     assert 100 < kept_users < 200
     # Another shipper (another process, no shared state) decides the same.
-    again = Selection(rate=0.3, key=key).selector()
+    again = Selection(rate=0.3, key=key).selectors()[0]
     assert all((again(make(u, 0))[0] is not None) == (True in decisions[u]) for u in range(500))
 
 
 def test_records_without_the_key_are_sampled_at_random():
-    select = Selection(rate=0.5, key="header:X-User", seed=2).selector()
+    select = Selection(rate=0.5, key="header:X-User", seed=2).selectors()[0]
     kept = [select(rec(i))[0] for i in range(2000)]
     assert 800 < sum(r is not None for r in kept) < 1200
     assert all(r.session is None for r in kept if r is not None)
