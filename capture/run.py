@@ -228,7 +228,7 @@ class _Run:
         self._stats_at, self._stats_lines = now, stats.lines
         parts = [f"{stats.lines} lines ({rate:.0f}/s)", f"{stats.records} records",
                  _counts("skipped", stats.skipped), _counts("dead letters", stats.dead),
-                 f"checkpoint lag {self.checkpoint.lag()} bytes / {now - self._confirmed_at:.1f} s"]
+                 f"checkpoint lag {self.checkpoint.lag()} bytes / {max(now - self._confirmed_at, 0.0):.1f} s"]
         if self.follower is not None:
             parts.append(f"unread {self.follower.unread()} bytes in {self.follower.followed()} files")
         if self.listener is not None:
