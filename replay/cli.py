@@ -408,7 +408,8 @@ def shadow(**p: Any) -> int:
 @click.option("--target", "target", metavar="[NAME=]URL", required=True, callback=_targets,
               help="Base URL of the debug target (http:// or https://, optional path prefix).")
 @click.option("--follow", "-f", is_flag=True,
-              help="Keep reading as the input grows (a JSONL file being written; stdin until it closes).")
+              help="Keep reading as the input grows (a JSONL file or spool directory being written; stdin "
+                   "until it closes).")
 @click.option("--from-end", is_flag=True, help="With --follow: skip what the file already holds.")
 @click.option("--match", "matches", metavar="FILTER", multiple=True, callback=_matches,
               help="Only records matching: method=GET,HEAD | path=REGEX | header:NAME[=VALUE] | "

@@ -80,15 +80,15 @@ def open_replay_source(address: str, loop: bool, stream: StreamOptions) -> Sourc
 
 
 def _followed(address: str, from_end: bool) -> Source:
-    if address != "-" and (address.endswith("/") or address.endswith(".gz") or "://" in address
-                           or address.startswith("gor:")):
-        raise UsageError(f"cannot follow {address!r}: --follow reads one plain JSONL file, '-' or kafka://")
+    if address != "-" and (address.endswith(".gz") or "://" in address or address.startswith("gor:")):
+        raise UsageError(f"cannot follow {address!r}: --follow reads a plain JSONL file, a spool directory, "
+                         "'-' or kafka://")
     return FollowSource(address, from_end=from_end)
 
 
 def open_tee_source(address: str, follow: bool, from_end: bool, stream: StreamOptions) -> Source:
-    """The source of `replay tee`: followed as it grows with --follow (a JSONL file, stdin, or a
-    Kafka topic, where --from-end starts at the latest offset); stdin is never read in a way
+    """The source of `replay tee`: followed as it grows with --follow (a JSONL file, a spool,
+    stdin, or a Kafka topic, where --from-end starts at the latest offset); stdin is never read in a way
     that blocks the event loop (a slow pipe must not stall in-flight requests)."""
     if from_end and not follow:
         raise UsageError("--from-end needs --follow")

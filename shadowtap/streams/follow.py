@@ -1,10 +1,13 @@
-"""Following a JSON Lines stream as it is written: a growing file (like `tail -F`), or stdin.
+"""Following a JSON Lines stream as it is written: a growing file (like `tail -F`), a spool
+directory, or stdin.
 
 A file is polled: complete lines are decoded as they appear, a line still being written
 waits for its newline, a truncated file (copytruncate) is read again from its start, and a
 file replaced under the same name (rename rotation) is finished and then the new one is
-opened. stdin is read without blocking the event loop until it closes. Iteration ends only
-when the consumer stops (break, cancellation) or stdin ends.
+opened. A spool's segments are read oldest first, each to its end once a newer one exists
+(the spool sink closes a segment before it starts the next). stdin is read without blocking
+the event loop until it closes. Iteration ends only when the consumer stops (break,
+cancellation) or stdin ends.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import os
 import stat
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 from shadowtap.errors import InputError, RecordError, VersionError
 from shadowtap.record import Record, decode_record
 from shadowtap.stream import Delivery
+from shadowtap.streams.jsonl import spool_segments
 
 POLL_S = 0.05
 """How often a followed file is checked for new data when there was none."""
@@ -28,15 +32,17 @@ CHUNK = 1 << 16
 
 
 class FollowSource:
-    """Records appended to a JSONL file (or written to stdin, `-`), as they arrive."""
+    """Records appended to a JSONL file or spool directory (or written to stdin, `-`), as they
+    arrive."""
 
     def __init__(self, path: str, *, from_end: bool = False, poll_s: float = POLL_S) -> None:
         self.path = path
         self.from_end = from_end
         self.poll_s = poll_s
         self.skipped: Counter[str] = Counter()
-        if path != "-" and not os.path.isfile(path):
-            raise InputError(f"cannot follow {path!r}: not a file (--follow reads one JSONL file or '-')")
+        if path != "-" and not os.path.isfile(path) and not os.path.isdir(path):
+            raise InputError(f"cannot follow {path!r}: not a file or spool directory (--follow reads one "
+                             "JSONL file, a spool or '-')")
 
     def _decode(self, line: bytes) -> Record | None:
         if not line.strip():
@@ -52,6 +58,8 @@ class FollowSource:
     async def __aiter__(self) -> AsyncIterator[Delivery]:
         if self.path == "-" and not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
             lines = self._pipe_lines()
+        elif self.path != "-" and os.path.isdir(self.path):
+            lines = self._spool_lines()
         else:
             lines = self._file_lines()
         async for line in lines:
@@ -72,10 +80,41 @@ class FollowSource:
         finally:
             transport.close()
 
-    async def _file_lines(self) -> AsyncIterator[bytes]:
+    def _file_lines(self) -> AsyncIterator[bytes]:
         f = self._open()
         if self.from_end:
             self._skip_to_end(f)
+        return self._lines(f, self._file_moved)
+
+    def _file_moved(self, f: BinaryIO) -> BinaryIO | None:
+        """At the end of `f`: `f` read again from its start when it was truncated, the file now at
+        the path when `f` was renamed away (rotation), else None."""
+        if self._truncated(f):
+            f.seek(0)
+            return f
+        return self._rotated(f)
+
+    async def _spool_lines(self) -> AsyncIterator[bytes]:
+        while not (segments := spool_segments(self.path)):  # the writer has not started yet
+            await asyncio.sleep(self.poll_s)
+        f = self._open_segment(segments[-1] if self.from_end else segments[0])
+        if self.from_end:
+            self._skip_to_end(f)
+        async for line in self._lines(f, self._spool_moved):
+            yield line
+
+    def _spool_moved(self, f: BinaryIO) -> BinaryIO | None:
+        """At the end of segment `f`: the next segment once there is one and `f` has nothing
+        more (its writer closed it before starting the next), else None."""
+        newer = next((s for s in spool_segments(self.path) if s > f.name), None)
+        if newer is None or os.fstat(f.fileno()).st_size > f.tell():
+            return None
+        return self._open_segment(newer)
+
+    async def _lines(self, f: BinaryIO, moved: Callable[[BinaryIO], BinaryIO | None]) -> AsyncIterator[bytes]:
+        """The lines of `f` as it grows. At each end of its data `moved(f)` gives the file to go
+        on with: `f` itself (moved back to its start), the next file, or None to wait and look
+        again. A last line the writer never finished is counted as `torn_line`."""
         rest = b""
         try:
             while True:
@@ -86,18 +125,25 @@ class FollowSource:
                     for line in lines:
                         yield line
                     continue
-                if self._truncated(f):
-                    f.seek(0)
-                    rest = b""
+                following = moved(f)
+                if following is None:
+                    await asyncio.sleep(self.poll_s)
                     continue
-                rotated = self._rotated(f)
-                if rotated is not None:  # the old file is read to its end: move to the new one
+                if following is not f:
+                    if rest:
+                        self.skipped["torn_line"] += 1
                     f.close()
-                    f, rest = rotated, b""
-                    continue
-                await asyncio.sleep(self.poll_s)
+                    f = following
+                rest = b""
         finally:
             f.close()
+
+    @staticmethod
+    def _open_segment(path: str) -> BinaryIO:
+        try:
+            return open(path, "rb")
+        except OSError as e:
+            raise InputError(f"cannot read spool segment {path!r}: {e.strerror or e}") from e
 
     def _open(self) -> BinaryIO:
         try:

@@ -1,4 +1,5 @@
-"""FollowSource: a JSONL file read as it is written (appends, torn lines, truncation, rotation)."""
+"""FollowSource: a JSONL file read as it is written (appends, torn lines, truncation, rotation),
+and a spool directory whose writer moves on to new segments."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from shadowtap.errors import InputError
 from shadowtap.record import Record, encode_record
 from shadowtap.streams.follow import FollowSource
+from shadowtap.streams.jsonl import SpoolSink, spool_segments
 
 WAIT_S = 5.0
 
@@ -85,8 +87,44 @@ async def test_copytruncate_and_rename_rotation(tmp_path):
     await it.aclose()
 
 
-def test_only_a_file_can_be_followed(tmp_path):
-    with pytest.raises(InputError, match="not a file"):
-        FollowSource(str(tmp_path))
-    with pytest.raises(InputError, match="not a file"):
+def test_only_a_file_or_a_spool_can_be_followed(tmp_path):
+    with pytest.raises(InputError, match="not a file or spool directory"):
         FollowSource(str(tmp_path / "missing.jsonl"))
+    FollowSource(str(tmp_path))
+
+
+async def test_a_spool_is_followed_across_its_segments_as_the_sink_writes_them(tmp_path):
+    """The real SpoolSink with tiny segments: every record arrives once, in order, including
+    the last lines of a segment written just before the sink moved on."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    it = aiter(FollowSource(str(spool), poll_s=0.01))
+    pending = await nothing_yet(it)  # no segment yet: it waits for the writer
+    sink = SpoolSink(str(spool), segment_bytes=300)
+    await sink.send_encoded([line(0).rstrip(b"\n")])
+    await sink.flush()
+    assert (await asyncio.wait_for(pending, WAIT_S)).record.id == "r0"
+    for i in range(1, 40):
+        await sink.send_encoded([line(i).rstrip(b"\n")])
+        if i % 7 == 0:
+            await sink.flush()
+            await asyncio.sleep(0.02)
+    await sink.flush()
+    assert len(spool_segments(str(spool))) > 5
+    assert await take(it, 39) == [f"r{i}" for i in range(1, 40)]
+    await sink.close()
+    await it.aclose()
+
+
+async def test_a_spool_from_its_end_starts_after_the_newest_segment(tmp_path):
+    spool = tmp_path / "spool"
+    sink = SpoolSink(str(spool), segment_bytes=300)
+    await sink.send_encoded([line(i).rstrip(b"\n") for i in range(10)])
+    await sink.flush()
+    it = aiter(FollowSource(str(spool), from_end=True, poll_s=0.01))
+    pending = await nothing_yet(it)
+    await sink.send_encoded([line(10).rstrip(b"\n")])
+    await sink.flush()
+    assert (await asyncio.wait_for(pending, WAIT_S)).record.id == "r10"
+    await sink.close()
+    await it.aclose()

@@ -234,3 +234,37 @@ async def test_follow_a_kafka_topic_as_records_arrive(serve, kafka):
     assert [fields(line)[2:6] for line in lines] == [["/before/0", "200", "->", "200"],
                                                       ["/before/1", "404", "->", "200"],
                                                       ["/after/2", "200", "->", "200"]]
+
+
+async def test_follow_the_spool_a_live_capture_writes(serve, tmp_path):
+    """The no-broker pipeline: `capture nginx --follow -o spool/` beside `tee --follow -i spool/`;
+    lines appended to the access log come out of the debug target."""
+    seen: list[str] = []
+
+    async def debug_build(request, _server):
+        seen.append(request.path_qs)
+        return web.Response(text="ok")
+
+    log, spool = tmp_path / "access.log", tmp_path / "spool"
+    entry = ('127.0.0.1 - - [27/Nov/2026:20:20:52 +0000] "GET /item/{n}?token=s3cret HTTP/1.1" 200 3 "-" "curl/8"\n')
+    log.write_text(entry.format(n=0))
+    capture = await asyncio.create_subprocess_exec(
+        *SHADOWTAP, "capture", "nginx", str(log), "--follow", "--checkpoint-interval", "0.1", "-o", f"{spool}/",
+        stderr=subprocess.PIPE)
+    try:
+        async with serve(debug_build) as srv:
+            deadline = time.monotonic() + WAIT_S
+            while not spool.is_dir() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            tee = await Tee.start("-i", f"{spool}/", "--target", srv.url, "--follow")
+            await tee.until(1)
+            with open(log, "a") as f:
+                f.write(entry.format(n=1) + entry.format(n=2))
+            lines = await tee.until(3)
+            code, err = await tee.stop()
+    finally:
+        capture.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(capture.communicate(), WAIT_S)
+    assert code == 130, err
+    assert [fields(line)[2] for line in lines] == [f"/item/{n}?token=SCRUBBED" for n in range(3)]
+    assert seen == [f"/item/{n}?token=SCRUBBED" for n in range(3)]
