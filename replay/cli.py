@@ -17,7 +17,10 @@ import click
 
 from replay.options import (
     CLIENTS,
+    DEFAULT_IGNORED_HEADERS,
     DEFAULT_MARKER,
+    CompareOptions,
+    DiffRules,
     Match,
     PathRewrite,
     ReplayOptions,
@@ -113,22 +116,22 @@ def _stages(_ctx: click.Context, _param: click.Parameter, text: str | None) -> t
     return stages(steps)
 
 
-def _target(spec: str, index: int) -> Target:
+def _target(spec: str, index: int, option: str = "--target") -> Target:
     m = _NAME.match(spec)
     name, url = (m.group(1), m.group(2)) if m else (f"t{index}", spec)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise OptionError(f"cannot parse --target {spec!r}: {e}") from e
+        raise OptionError(f"cannot parse {option} {spec!r}: {e}") from e
     if parts.scheme not in ("http", "https"):
-        raise OptionError(f"cannot parse --target {spec!r}: the URL must start with http:// or https://")
+        raise OptionError(f"cannot parse {option} {spec!r}: the URL must start with http:// or https://")
     if not parts.hostname or port == 0:
-        raise OptionError(f"cannot parse --target {spec!r}: the URL needs a host (and a port above 0)")
+        raise OptionError(f"cannot parse {option} {spec!r}: the URL needs a host (and a port above 0)")
     if parts.query or parts.fragment or "?" in url or "#" in url or any(c.isspace() for c in url):
-        raise OptionError(f"cannot parse --target {spec!r}: a base URL has no query, fragment or spaces")
+        raise OptionError(f"cannot parse {option} {spec!r}: a base URL has no query, fragment or spaces")
     if parts.username is not None:
-        raise OptionError(f"cannot parse --target {spec!r}: credentials in the URL are not supported")
+        raise OptionError(f"cannot parse {option} {spec!r}: credentials in the URL are not supported")
     return Target(name, url)
 
 
@@ -280,8 +283,9 @@ def _apply_rules(targets: tuple[Target, ...], timeouts: list[tuple[Any, float]],
     return tuple(out)
 
 
-def _common(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by shadow and tee: pacing, limits, request rules, TLS, outputs."""
+def _common(f: Callable[..., Any], report_help: str = "Write the JSON report (counts, latency percentiles in ms).",
+            report_metavar: str = "FILE") -> Callable[..., Any]:
+    """The options shared by the modes: pacing, limits, request rules, TLS, outputs."""
     options = [
         click.option("-i", "--input", "input_", metavar="ADDR", required=True,
                      help="Records to replay: '-' (stdin), a JSONL file, or a spool directory."),
@@ -336,7 +340,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--outcomes", metavar="ADDR",
                      help="Write one JSON line per request per target (times in Unix seconds, latencies in ms) "
                           "to a file ('-': stdout), or one message each to kafka://HOST:PORT/TOPIC."),
-        click.option("--report", metavar="FILE", help="Write the JSON report (counts, latency percentiles in ms)."),
+        click.option("--report", metavar=report_metavar, help=report_help),
     ]
     for option in reversed(options):
         f = option(f)
@@ -444,3 +448,79 @@ def tee(**p: Any) -> int:
     from replay.tee import tee_main
 
     return run_async(tee_main(options))
+
+
+def _rate_option(option: str):
+    def convert(_ctx: click.Context, _param: click.Parameter, text: str | None) -> float | None:
+        if text is None:
+            return None
+        value = _number(option, text.strip().removesuffix("%"), "a percentage like 1% or 0.03%", inclusive=True)
+        if value > 100:
+            raise OptionError(f"cannot parse {option} {text!r}: expected a percentage up to 100%")
+        return value / 100.0
+
+    return convert
+
+
+def _header_names(_ctx: click.Context, _param: click.Parameter, names: tuple[str, ...]) -> frozenset[str]:
+    for name in names:
+        if not _TOKEN.match(name):
+            raise OptionError(f"cannot parse --ignore-header {name!r}: expected a header name")
+    return frozenset(n.lower() for n in names)
+
+
+def _compare_report(f: Callable[..., Any]) -> Callable[..., Any]:
+    return _common(f, "Directory receiving compare.json (differences per endpoint and field, with examples) "
+                      "and latency.json (each side's counts and latency percentiles).", "DIR")
+
+
+@replay.command(short_help="Tap-compare: each request to primary and candidate, field-level diffs, noise cancelled.")
+@click.option("--primary", metavar="URL", required=True, help="Base URL of the version in production (the reference).")
+@click.option("--candidate", metavar="URL", required=True, help="Base URL of the new version.")
+@click.option("--secondary", metavar="URL",
+              help="Base URL of a second instance of the primary's version: where it differs from the primary "
+                   "(timestamps, ids, random order) is noise, cancelled from the candidate's differences.")
+@click.option("--ignore-header", "ignore_headers", metavar="NAME", multiple=True, callback=_header_names,
+              help="Leave this response header out of the comparison (repeatable; Date, Set-Cookie, "
+                   "Content-Length, request ids and timings are left out already).")
+@click.option("--compare-all-headers", is_flag=True, help="Do not leave out the default headers either.")
+@click.option("--ignore", "ignore_fields", metavar="GLOB", multiple=True,
+              help="Leave out fields matching this glob: body.meta.*, header.x-*, status (repeatable).")
+@click.option("--max-diff-rate", metavar="PCT", default="0%", show_default=True,
+              callback=_rate_option("--max-diff-rate"),
+              help="Exit 3 when an endpoint has more than this share of requests with real differences.")
+@click.option("--relative-threshold", metavar="PCT", default="20%", show_default=True,
+              callback=_rate_option("--relative-threshold"),
+              help="A field differs for real when the candidate differs more often than the secondary by "
+                   "more than this share of the secondary's rate...")
+@click.option("--absolute-threshold", metavar="PCT", default="0.03%", show_default=True,
+              callback=_rate_option("--absolute-threshold"),
+              help="... and by more than this share of the requests.")
+@click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True, metavar="N",
+              help="Examples kept per endpoint and field in the report.")
+@kafka_source_options
+@_compare_report
+def compare(**p: Any) -> int:
+    """Send every record to the primary, the candidate and the secondary (if given) and compare
+    what comes back: status, headers and body, a JSON body field by field, grouped by endpoint
+    (method and path with ids as {id}).
+
+    Differences the secondary also shows are noise; the rest are real. The differences go to
+    stdout, the latency table of each side to stderr. Exit 3 when an endpoint's share of
+    requests with real differences is above --max-diff-rate. Only GET, HEAD and OPTIONS are
+    replayed unless --allow-writes (a write would reach the primary too).
+    """
+    specs = [("primary", p["primary"]), ("secondary", p["secondary"]), ("candidate", p["candidate"])]
+    targets = tuple(Target(name, _target(url, 0, f"--{name}").url) for name, url in specs if url is not None)
+    targets = _apply_rules(targets, p["timeouts"], p["set_headers"], p["drop_headers"])
+    pacing = _pacing(p["speed"], p["rate"], p["ramp_"], p["stages_"], p["arrival"], p["seed"], Pacing())
+    ignored = (frozenset() if p["compare_all_headers"] else DEFAULT_IGNORED_HEADERS) | p["ignore_headers"]
+    options = CompareOptions(
+        input=p["input_"], targets=targets, replay=_replay_options(p, pacing, targets), stream=_stream(p, follow=False),
+        rules=DiffRules(ignored, tuple(p["ignore_fields"])), relative=p["relative_threshold"],
+        absolute=p["absolute_threshold"], max_diff_rate=p["max_diff_rate"], examples=p["examples"],
+        outcomes=p["outcomes"], report=p["report"],
+    )
+    from replay.compare import compare_main
+
+    return run_async(compare_main(options))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 
@@ -150,3 +151,48 @@ class TeeOptions:
     """Dump every exchange, not only the differing or failed ones."""
     outcomes: str | None = None
     report: str | None = None
+
+
+DEFAULT_IGNORED_HEADERS = frozenset({
+    "date", "expires", "last-modified", "age", "set-cookie", "content-length", "connection", "keep-alive",
+    "transfer-encoding", "via", "x-request-id", "x-trace-id", "x-correlation-id", "traceparent", "tracestate",
+    "server-timing", "x-runtime", "x-response-time",
+})
+"""Headers left out by default: they differ on every response (dates, ids, timings) or only
+describe the transfer (the body itself is compared)."""
+
+@dataclass(frozen=True, slots=True)
+class DiffRules:
+    """What is compared."""
+
+    ignore_headers: frozenset[str] = DEFAULT_IGNORED_HEADERS
+    """Lower-case header names left out."""
+    ignore_fields: tuple[str, ...] = ()
+    """Glob patterns of field names left out (`body.meta.*`, `header.x-*`)."""
+
+    def kept(self, name: str) -> bool:
+        return not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class CompareOptions:
+    """Everything `shadowtap replay compare` needs."""
+
+    input: str
+    targets: tuple[Target, ...]
+    """primary, then secondary (optional), then candidate: named so."""
+    replay: ReplayOptions = field(default_factory=ReplayOptions)
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    rules: DiffRules = field(default_factory=DiffRules)
+    relative: float = 0.2
+    """A field is really different when its candidate difference rate is above the noise rate
+    by more than this share of it..."""
+    absolute: float = 0.0003
+    """... and by more than this share of the requests."""
+    max_diff_rate: float = 0.0
+    """Exit 3 when an endpoint's share of requests with real differences is above this."""
+    examples: int = 3
+    """Examples kept per endpoint and field."""
+    outcomes: str | None = None
+    report: str | None = None
+    """Directory receiving compare.json and latency.json."""

@@ -1,0 +1,82 @@
+"""The compare engine's pure parts: responses to fields, differences, noise, the summary."""
+
+from __future__ import annotations
+
+import gzip
+
+from replay.diff import DiffStats, differing, endpoint, flatten, format_diffs, observe, parse_response, significant
+from replay.options import DiffRules
+
+
+def response(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_parse_response_joins_chunks_and_decompresses():
+    chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    assert parse_response(chunked) == (201, [("Transfer-Encoding", "chunked"), ("X-A", "1")], b"abcde")
+    zipped = response(gzip.compress(b'{"a":1}'), "Content-Encoding: gzip", "Content-Type: application/json")
+    assert parse_response(zipped)[2] == b'{"a":1}'
+    broken = response(b"not gzip", "Content-Encoding: gzip")
+    assert parse_response(broken)[2] == b"not gzip"  # compared as received
+    until_close = b"HTTP/1.0 200 OK\r\n\r\nall of it"
+    assert parse_response(until_close) == (200, [], b"all of it")
+    assert parse_response(b"garbage\r\n\r\n") is None
+
+
+def test_flatten_names_every_leaf():
+    out: dict[str, str] = {}
+    flatten({"a": {"b": [1, {"c": None}], "e": {}}, "d.x": "é", "f": []}, "body", out)
+    assert out == {"body.a.b[0]": "1", "body.a.b[1].c": "null", "body.a.e": "{}", 'body["d.x"]': '"é"',
+                   "body.f": "[]"}
+
+
+def test_observe_leaves_out_ignored_headers_and_fields():
+    raw = response(b'{"id": 7, "meta": {"at": 1, "by": "x"}}', "Date: Tue, 1 Jan 2030 00:00:00 GMT",
+                   "Content-Type: application/json", "Vary: A", "Vary: B")
+    rules = DiffRules(ignore_fields=("body.meta.at",))
+    assert observe(raw, None, rules) == {"status": "200", "header.content-type": "application/json",
+                                         "header.vary": "A, B", "body.id": "7", "body.meta.by": '"x"'}
+    assert observe(raw, None, DiffRules(frozenset()))["header.date"].startswith("Tue")
+    assert observe(None, "timeout", rules) == {"error": "timeout"}
+    assert observe(b"junk", None, rules) == {"error": "protocol"}
+    text = observe(response(b"x" * 300, "Content-Type: text/html"), None, rules)
+    assert text["body"].startswith("300 bytes, blake2b ")
+    assert observe(response(b"plain"), None, rules)["body"] == "plain"
+
+
+def test_differing_fields_include_those_only_one_side_has():
+    assert differing({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == {"b", "c"}
+    assert differing({"status": "200"}, {"error": "timeout"}) == {"status", "error"}
+
+
+def test_endpoint_groups_ids():
+    assert endpoint("GET", "/users/42/orders/6f1c9a2e-0d3b-4c1e-9a57-1f2e3d4c5b6a?x=1") == "GET /users/{id}/orders/{id}"
+
+
+def test_significant_needs_both_thresholds():
+    assert significant(10, 0, 100, 0.2, 0.0003)
+    assert not significant(10, 9, 100, 0.2, 0.0003)  # within the noise
+    assert significant(50, 10, 100, 0.2, 0.0003)  # well above it
+    assert not significant(1, 0, 100_000, 0.2, 0.0003)  # 0.001% of requests: below the absolute threshold
+    assert not significant(0, 0, 100, 0.2, 0.0003)
+
+
+def test_summary_counts_requests_with_a_real_difference():
+    stats = DiffStats(secondary=True, examples=1)
+    request = {"id": "r", "method": "GET", "target": "/a"}
+    sides = {"primary": {"x": "1"}, "secondary": {"x": "1"}, "candidate": {"x": "2"}}
+    for i in range(100):
+        raw = {"ts"} | ({"x"} if i < 20 else set())
+        stats.add("GET /a", frozenset(raw), {"ts"}, sides, request)
+    stats.incomplete = 2
+    summary = stats.summary()
+    a = summary["endpoints"]["GET /a"]
+    assert (a["requests"], a["real_diff_requests"], a["real_diff_rate"]) == (100, 20, 0.2)
+    assert a["fields"]["x"]["real"] and not a["fields"]["ts"]["real"]
+    assert a["fields"]["x"]["examples"] == [{"request": request, "primary": "1", "secondary": "1", "candidate": "2"}]
+    assert (summary["compared"], summary["incomplete"]) == (100, 2)
+    text = format_diffs(summary)
+    assert "100 requests compared, 20 with real differences, 2 not compared" in text
+    assert "REAL   x  candidate 20.00%  secondary 0.00%" in text and "noise  ts" in text
