@@ -326,6 +326,10 @@ class HaproxyFormat:
                     groups += [token] * (len(self.capture_headers) - 1)
                 elif trailing and token.alias == "r" and token.quoted:
                     groups.append(_CLOSING)
+                elif not fast and (count := self._clf_names(token)):
+                    # CLF lists are quoted values separated by spaces, so two lists in a row
+                    # split only by their number of names.
+                    pattern = rb'("[^"]*"' + rb'(?: "[^"]*"){%d})' % (count - 1)
                 if token.alias in _MAY_BE_EMPTY:
                     # An empty capture block takes its separator with it.
                     if k + 1 < len(tokens) and tokens[k + 1] is None:
@@ -337,6 +341,11 @@ class HaproxyFormat:
             k += 1
         regex.append(rb"\r?")
         return b"".join(regex), groups
+
+    def _clf_names(self, token: _Item) -> int:
+        """How many names a CLF header list (`%hrl`, `%hsl`) was given, else 0."""
+        return len(self.capture_headers if token.alias == "hrl" else self.capture_response_headers
+                   if token.alias == "hsl" else ())
 
     def __repr__(self) -> str:
         return f"HaproxyFormat({self.fmt!r})"

@@ -128,6 +128,21 @@ def test_clf_as_haproxy_2_6_writes_it():
     assert rec.fields["Tc"] == "-1" and rec.fields["termination_state"] == "SC--"
 
 
+def test_clf_header_lists_split_by_their_number_of_names():
+    # CLF writes both capture lists as quoted values separated by spaces: only the names given
+    # tell where the request list ends and the response list starts.
+    line = (b'127.0.0.1 - - [27/Nov/2026:20:42:00 +0000] "GET /a HTTP/1.1" 200 217 "" "" 47498 498 '
+            b'"clf" "be" "s1" 0 0 1 1 3 ---- 1 1 0 0 3 0 0 "" "" "shop.test" "text/html" "HIT"')
+    rec = parse(line, "clf", headers=("Host",), response_headers=("Content-Type", "X-Cache"))
+    assert rec.headers == (("Host", "shop.test"),)
+    assert rec.response.headers == (("Content-Type", "text/html"), ("X-Cache", "HIT"))
+    rec = parse(line, "clf", headers=("Host", "Content-Type"), response_headers=("X-Cache",))
+    assert rec.headers == (("Host", "shop.test"), ("Content-Type", "text/html"))
+    assert rec.response.headers == (("X-Cache", "HIT"),)
+    rec = parse(line, "clf", headers=("Host",))
+    assert rec.headers == (("Host", "shop.test"),) and rec.fields["captured_response_headers"] == ["text/html", "HIT"]
+
+
 def test_custom_log_format_with_samples_and_request_parts():
     fmt = "%ci [%tr] %{+Q}HM %{+Q}HU %HV %ST %Ta %[req.hdr(host)] %{+Q}[capture.req.hdr(0)] %ID"
     line = (b'192.0.2.7 [06/Feb/2009:12:14:14.001] "POST" "/cart?token=abc" HTTP/1.0 201 12 shop.test '
