@@ -398,6 +398,10 @@ class HaproxyFormat:
         self._header_samples = tuple(header_samples)
         self._fields = tuple(fields)
         """(group, field name, kind) of every value that goes to `fields`."""
+        self._field_plan = tuple((i, key, kind, groups[i].quoted, kind == _RAW and not groups[i].escaped)
+                                 for i, key, kind in fields)
+        """`_fields` with what `parse` checks per value: quoted (`""` is no value), and taken as
+        it is (a sample value without `+E`: no escapes to undo)."""
 
     def _sample_header(self, expr: str) -> str | None:
         """The request header a sample expression reads (`req.hdr(host)`, `capture.req.hdr(0)`)."""
@@ -537,14 +541,16 @@ class HaproxyFormat:
             host = next((v for n, v in headers if n.lower() == "host"), None)
 
         fields: dict[str, object] = {}
-        for i, key, kind in self._fields:
+        for i, key, kind, quoted, as_is in self._field_plan:
             v = g[i]
-            if self._missing(i, v):
+            if v is None or v == b"-" or (quoted and not v):  # see _missing
                 fields[key] = None
-            elif kind in (_BLOCK, _CLF_BLOCK):
-                fields[key] = self._captures(i, v)
-            else:
+            elif as_is or (kind == _ALIAS and b"#" not in v and b"\\" not in v):
+                fields[key] = v.decode("utf-8", "backslashreplace")
+            elif kind in (_ALIAS, _RAW):
                 fields[key] = self._value(i, v)
+            else:
+                fields[key] = self._captures(i, v)
 
         response = None
         if self._has_response:
