@@ -283,7 +283,8 @@ def _apply_rules(targets: tuple[Target, ...], timeouts: list[tuple[Any, float]],
     return tuple(out)
 
 
-def _common(f: Callable[..., Any], report_help: str = "Write the JSON report (counts, latency percentiles in ms).",
+def _common(f: Callable[..., Any], report_help: str = "Write the JSON report (counts, latency percentiles in ms); "
+                                                      "a name ending in .html gets the HTML page instead.",
             report_metavar: str = "FILE") -> Callable[..., Any]:
     """The options shared by the modes: pacing, limits, request rules, TLS, outputs."""
     options = [

@@ -26,7 +26,7 @@ from shadowtap.errors import RecordError, UsageError, VersionError
 from shadowtap.lines import iter_lines, open_input
 from shadowtap.record import Outcome, decode_outcome
 
-FORMATS = ("text", "json", "csv")
+FORMATS = ("text", "json", "csv", "html")
 KAFKA_SCHEME = "kafka://"
 
 NOT_IN_OUTCOMES = ("planned", "dropped", "skipped", "lag_ms", "late", "stopped")
@@ -206,6 +206,10 @@ def report_main(paths: Sequence[str], fmt: str, output: str, settings: tuple[tup
         write_report(output, report)
     elif fmt == "csv":
         write_output(output, format_csv(report).encode())
+    elif fmt == "html":
+        from replay.html import format_html
+
+        write_output(output, format_html(report).encode())
     else:
         write_output(output, (format_table(report) + "\n").encode())
     return 0

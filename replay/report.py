@@ -70,7 +70,13 @@ def build_report(schedule: ScheduleStats, stats: StatsListener, aborted: str | N
 
 
 def write_report(path: str, report: dict[str, Any]) -> None:
-    """Write the report as indented JSON to `path` (`-`: stdout)."""
+    """Write the report as indented JSON to `path` (`-`: stdout), or as an HTML page when the
+    name ends with `.html`."""
+    if path.endswith(".html"):
+        from replay.html import format_html
+
+        write_output(path, format_html(report).encode())
+        return
     write_output(path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -87,7 +93,8 @@ def write_output(path: str, data: bytes) -> None:
         raise StreamError(f"cannot write the report to {path!r}: {e.strerror or e}") from e
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """Milliseconds as the reports show them: two decimals below 100, one above."""
     return "-" if value is None else f"{value:.1f}" if value >= 100 else f"{value:.2f}"
 
 
@@ -105,7 +112,7 @@ def _schedule_lines(s: dict[str, Any], rps: str, across: str) -> list[str]:
     return [
         f"schedule: planned {s['planned']}, sent {s['sent']}, dropped {s['dropped']}, "
         f"skipped: {skipped}; {rps} requests/s{across}; stopped: {s['stopped'] or '-'}",
-        f"schedule lag ms: p50 {_ms(lag['p50'])}, p99 {_ms(lag['p99'])}, max {_ms(lag['max'])}; "
+        f"schedule lag ms: p50 {format_ms(lag['p50'])}, p99 {format_ms(lag['p99'])}, max {format_ms(lag['max'])}; "
         f"late (> {s['late_ms']:g} ms) {s['late']}",
     ]
 
@@ -147,8 +154,8 @@ def format_table(report: dict[str, Any]) -> str:
         lat, cor = t["latency_ms"], t["corrected_ms"]
         rows.append([
             name, str(t["requests"]), pct, str(sum(t["errors"].values())),
-            _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["max"]),
-            _ms(cor["p50"]), _ms(cor["p99"]), _ms(cor["max"]),
+            format_ms(lat["p50"]), format_ms(lat["p99"]), format_ms(lat["max"]),
+            format_ms(cor["p50"]), format_ms(cor["p99"]), format_ms(cor["max"]),
         ])
         statuses = ", ".join(f"{code} {n}" for code, n in t["status"].items()) or "none"
         errors = ", ".join(f"{kind} {n}" for kind, n in t["errors"].items()) or "none"
@@ -166,7 +173,7 @@ def format_table(report: dict[str, Any]) -> str:
             fives = sum(n for code, n in e["status"].items() if int(code) >= 500)
             lat = e["latency_ms"]
             rows.append([f"  {endpoint}", str(e["requests"]), str(e["errors"]), str(fives),
-                         _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["max"])])
+                         format_ms(lat["p50"]), format_ms(lat["p99"]), format_ms(lat["max"])])
         lines += _table(rows)
     return "\n".join(lines)
 
@@ -191,7 +198,7 @@ class Progress:
             s = self._schedule
             (lag,) = s.lag.percentiles([99.0])
             sys.stderr.write(
-                f"\r\x1b[Ksent {sent}  {rps:.0f} req/s  lag p99 {_ms(lag)} ms  late {s.late}  "
+                f"\r\x1b[Ksent {sent}  {rps:.0f} req/s  lag p99 {format_ms(lag)} ms  late {s.late}  "
                 f"dropped {s.dropped}  in flight {self._inflight()}"
             )
             sys.stderr.flush()

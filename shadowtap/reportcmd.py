@@ -9,9 +9,10 @@ from shadowtap.cliopts import sink_options
 
 @click.command("report")
 @click.argument("outcomes", nargs=-1, required=True, metavar="OUTCOMES...")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
+              show_default=True,
               help="text: the table replay prints; json: the --report layout; csv: one row per target and "
-                   "endpoint, percentiles in ms.")
+                   "endpoint, percentiles in ms; html: one self-contained page with latency charts.")
 @click.option("-o", "--output", default="-", show_default=True, metavar="PATH", help="Where to write the report.")
 @sink_options
 def report(outcomes: tuple[str, ...], fmt: str, output: str, settings: tuple[tuple[str, str], ...]) -> int:

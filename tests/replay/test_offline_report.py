@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import subprocess
+from html.parser import HTMLParser
 
 import orjson
 import pytest
@@ -142,3 +143,83 @@ def test_newer_format_exits_1_naming_the_version(tmp_path):
     (tmp_path / "o.jsonl").write_bytes(b'{"v": 99, "id": "x"}\n')
     proc = report(str(tmp_path / "o.jsonl"))
     assert proc.returncode == 1 and b"outcome format v99 is newer" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+class _Page(HTMLParser):
+    """Checks that every element opened is closed in order, and gathers the page's text."""
+
+    VOID = frozenset({"meta", "br", "hr", "img", "input", "link"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.text: list[str] = []
+        self.svgs = 0
+        self.polylines = 0
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.svgs += tag == "svg"
+        self.polylines += tag == "polyline"
+        self.scripts += tag == "script"
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.polylines += tag == "polyline"
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (self.open[-5:], tag)
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+async def test_html_page_shows_the_report_and_escapes_what_it_shows(serve, tmp_path):
+    """A real run with a failing endpoint and a hostile path: the page is well formed, holds the
+    JSON report's figures, draws a line per target, runs no script, and shows the path as text."""
+    async def app(request, _server):
+        if request.path.startswith("/fail"):
+            return web.Response(status=503, text="down")
+        return web.Response(text="ok")
+
+    records = [*requests(30, "h"),
+               Record(id="evil", ts=1_700_000_001.0, method="GET", target="/x/<script>alert(1)</script>"),
+               Record(id="f", ts=1_700_000_001.1, method="GET", target="/fail/1")]
+    async with serve(app) as srv:
+        src = write_input(tmp_path / "in.jsonl", records)
+        out = tmp_path / "outcomes.jsonl"
+        code, _, err = await run_cli("replay", "shadow", "-i", src, "--target", f"stable={srv.url}",
+                                     "--target", f"next={srv.url}", "--rate", "max", "--outcomes", str(out))
+        assert code == 0, err
+    page_path = tmp_path / "report.html"
+    proc = report(str(out), "--format", "html", "-o", str(page_path))
+    assert proc.returncode == 0, proc.stderr
+    html = page_path.read_text()
+    assert html.startswith("<!doctype html>") and "<script>alert" not in html
+    page = _Page()
+    page.feed(html)
+    page.close()
+    assert page.open == [] and page.scripts == 0
+    assert page.svgs == 2 and page.polylines == 4  # raw and corrected latency, one line per target
+    text = " ".join(page.text)
+    assert "/x/<script>alert(1)</script>" in text  # shown as text, not markup
+    got = orjson.loads(report(str(out), "--format", "json").stdout)
+    for name, t in got["targets"].items():
+        assert name in text and f"{t['latency_ms']['p99']:.2f}" in text
+        assert f"503: {t['status']['503']}" in text
+
+
+async def test_a_run_writes_its_report_as_a_page_when_asked(serve, tmp_path):
+    async with serve() as srv:
+        src = write_input(tmp_path / "in.jsonl", requests(20, "p"))
+        code, _, err = await run_cli("replay", "shadow", "-i", src, "--target", f"only={srv.url}", "--rate", "200",
+                                     "--report", str(tmp_path / "run.html"))
+        assert code == 0, err
+    page = _Page()
+    page.feed((tmp_path / "run.html").read_text())
+    page.close()
+    text = " ".join(page.text)
+    assert page.open == [] and page.polylines == 2
+    assert "planned 20, sent 20, dropped 0" in text and "schedule lag p50" in text
