@@ -224,28 +224,45 @@ class DiffStats:
         }
 
 
+ENDPOINTS_NAMED = 10
+"""Endpoints without real differences named in the text report's last line."""
+
+
 def format_diffs(summary: dict[str, Any], fields_shown: int = 8) -> str:
-    """The text report: one block per endpoint, real differences first, then noise."""
-    real_requests = sum(e["real_diff_requests"] for e in summary["endpoints"].values())
+    """The text report: the endpoints with real differences, most affected first, each with
+    its real fields (an example each) and the noise it cancelled; then one line for the rest."""
+    endpoints = summary["endpoints"]
+    real_requests = sum(e["real_diff_requests"] for e in endpoints.values())
     lines = [f"compare: {summary['compared']} requests compared, {real_requests} with real differences"
              + (f", {summary['incomplete']} not compared (a side's request was dropped)" if summary["incomplete"]
                 else "")
              + ("" if summary["secondary"] else " (no --secondary: no noise cancelled)")]
-    for name, e in summary["endpoints"].items():
+    differing = sorted((kv for kv in endpoints.items() if kv[1]["real_diff_requests"]),
+                       key=lambda kv: (-kv[1]["real_diff_requests"], kv[0]))
+    for name, e in differing:
         lines.append(f"{name}  {e['requests']} requests, {e['real_diff_requests']} "
                      f"({100 * e['real_diff_rate']:.2f}%) with real differences")
-        ranked = sorted(e["fields"].items(), key=lambda kv: (not kv[1]["real"], -kv[1]["raw"], kv[0]))
-        for key, f in ranked[:fields_shown]:
-            verdict = "REAL " if f["real"] else "noise" if f["noise"] else "below threshold"
+        real = [(key, f) for key, f in e["fields"].items() if f["real"]]
+        for key, f in real[:fields_shown]:
             noise = f"  secondary {100 * f['noise_rate']:.2f}%" if summary["secondary"] else ""
-            lines.append(f"    {verdict}  {key}  candidate {100 * f['raw_rate']:.2f}%{noise}")
-            if f["real"] and f["examples"]:
+            lines.append(f"    REAL  {key}  candidate {100 * f['raw_rate']:.2f}%{noise}")
+            if f["examples"]:
                 example = f["examples"][0]
                 request = example["request"]
-                lines.append(f"           e.g. {request['method']} {request['target']}: primary "
+                lines.append(f"          e.g. {request['method']} {request['target']}: primary "
                              f"{_short(example.get('primary'))} -> candidate {_short(example.get('candidate'))}")
-        if len(ranked) > fields_shown:
-            lines.append(f"    ... {len(ranked) - fields_shown} more fields in the report")
+        if len(real) > fields_shown:
+            lines.append(f"    ... {len(real) - fields_shown} more real fields in the report")
+        cancelled = [key for key, f in e["fields"].items() if not f["real"]]
+        if cancelled:
+            shown = ", ".join(cancelled[:fields_shown]) + (", ..." if len(cancelled) > fields_shown else "")
+            lines.append(f"    ({len(cancelled)} fields differed within the noise or below the thresholds: "
+                         f"{shown})")
+    rest = [name for name, e in endpoints.items() if not e["real_diff_requests"]]
+    if rest:
+        requests = sum(endpoints[name]["requests"] for name in rest)
+        named = ", ".join(rest[:ENDPOINTS_NAMED]) + (", ..." if len(rest) > ENDPOINTS_NAMED else "")
+        lines.append(f"no real differences on {len(rest)} endpoint(s), {requests} requests: {named}")
     return "\n".join(lines)
 
 

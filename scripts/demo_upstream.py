@@ -1,6 +1,10 @@
-"""A small HTTP upstream for `make demo`: a stable version and a slower, flakier candidate.
+"""A small HTTP upstream for `make demo`: a stable version and a slower, flakier candidate
+that also adds a field to product responses.
 
     python scripts/demo_upstream.py --flavor stable|candidate --port-file PATH
+
+Every response carries the time it was served and a request id (noise that compare mode
+must cancel) and an `X-Flavor` header naming the version.
 
 It binds a free loopback port, writes the port number to PATH, and serves until killed
 (or for --lifetime seconds at most).
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
+import uuid
 import zlib
 from pathlib import Path
 
@@ -19,11 +25,15 @@ from aiohttp import web
 def make_app(flavor: str) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         key = zlib.crc32(request.path_qs.encode())
+        headers = {"X-Flavor": flavor}
+        body = {"path": request.path, "served_at": time.time(), "request_id": uuid.uuid4().hex}
         if flavor == "candidate":
             await asyncio.sleep(0.005 + (key % 25) / 1000)
             if "/orders" in request.path and key % 10 == 0:
-                return web.json_response({"error": "orders backend timeout"}, status=500)
-        return web.json_response({"flavor": flavor, "path": request.path})
+                return web.json_response({"error": "orders backend timeout"}, status=500, headers=headers)
+            if request.path.startswith("/api/products/"):
+                body["currency"] = "EUR"
+        return web.json_response(body, headers=headers)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -79,4 +79,5 @@ def test_summary_counts_requests_with_a_real_difference():
     assert (summary["compared"], summary["incomplete"]) == (100, 2)
     text = format_diffs(summary)
     assert "100 requests compared, 20 with real differences, 2 not compared" in text
-    assert "REAL   x  candidate 20.00%  secondary 0.00%" in text and "noise  ts" in text
+    assert "    REAL  x  candidate 20.00%  secondary 0.00%\n" in text
+    assert "(1 fields differed within the noise or below the thresholds: ts)" in text
