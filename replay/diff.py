@@ -60,6 +60,7 @@ def parse_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes] | Non
     the bytes are not a response."""
     collector = _Collector()
     parser = httptools.HttpResponseParser(collector)
+    framed = True
     try:
         parser.feed_data(raw)
         if not collector.done:
@@ -67,11 +68,14 @@ def parse_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes] | Non
     except httptools.HttpParserError:
         if not collector.headers and not collector.body:
             return None
+        framed = False
     try:
         status = parser.get_status_code()
     except httptools.HttpParserError:
         return None
     body = b"".join(collector.body)
+    if not framed and any(n.lower() == "transfer-encoding" and "chunked" in v.lower() for n, v in collector.headers):
+        body = raw[raw.find(b"\r\n\r\n") + 4:]  # the aiohttp client keeps the body already de-chunked
     encoding = next((v.strip().lower() for n, v in collector.headers if n.lower() == "content-encoding"), "")
     if encoding in ("gzip", "x-gzip", "deflate") and body:
         with suppress(OSError, EOFError, zlib.error):  # else compared as received

@@ -23,6 +23,9 @@ def test_parse_response_joins_chunks_and_decompresses():
     until_close = b"HTTP/1.0 200 OK\r\n\r\nall of it"
     assert parse_response(until_close) == (200, [], b"all of it")
     assert parse_response(b"garbage\r\n\r\n") is None
+    # What the aiohttp client keeps: the headers as received, the body already de-chunked.
+    dechunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{\"a\": [1, 2]}"
+    assert parse_response(dechunked)[2] == b'{"a": [1, 2]}'
 
 
 def test_flatten_names_every_leaf():
