@@ -27,6 +27,7 @@ from replay.options import (
     ShadowOptions,
     Target,
     TeeOptions,
+    parse_duration,
 )
 from replay.schedule import Pacing, Segment, ramp, stages
 from shadowtap.cli import run_async
@@ -35,8 +36,6 @@ from shadowtap.stream import StreamOptions
 
 _NAME = re.compile(r"^([A-Za-z0-9_.-]+)=(.*)$", re.S)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _GROUP_REF = re.compile(r"\\(\d+)|\\g<([^>]*)>")
 
 
@@ -61,9 +60,8 @@ def _number(option: str, text: str, what: str = "a number above 0", minimum: flo
 
 def _seconds(option: str, text: str) -> float:
     """`90`, `90s`, `1.5m`, `500ms`, `2h` → seconds (above 0)."""
-    m = _DURATION.match(text)
-    value = float(m.group(1)) * _UNITS[m.group(2)] if m else 0.0
-    if value <= 0:
+    value = parse_duration(text)
+    if value is None:
         raise OptionError(f"cannot parse {option} {text!r}: expected a duration above 0 like 30s, 2m or 500ms")
     return value
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,33 @@ def failing_endpoints(summary: dict[str, Any], max_rate: float) -> list[str]:
 async def compare_main(options: CompareOptions) -> int:
     """`shadowtap replay compare`: run, compare, report; the exit code (3 when differences are
     above --max-diff-rate)."""
+    def show(latency: dict[str, Any], result: dict[str, Any]) -> None:
+        if options.report:
+            write_report(str(Path(options.report) / "latency.json"), latency)
+            write_output(str(Path(options.report) / "compare.json"),
+                         orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        print(format_table(latency), file=sys.stderr, flush=True)
+        print(format_diffs(result), flush=True)
+        shown.append(result)
+
+    shown: list[dict[str, Any]] = []
+    summary = await compare_run(options, show)
+    if summary.aborted:
+        print(f"shadowtap: aborted: {summary.aborted}", file=sys.stderr, flush=True)
+    if summary.exit_code:
+        return summary.exit_code
+    failing = shown[0]["failing"]
+    if failing:
+        print(f"shadowtap: real differences above --max-diff-rate {100 * options.max_diff_rate:g}% on "
+              f"{len(failing)} endpoint(s): {', '.join(failing[:5])}", file=sys.stderr)
+        return EXIT_VERDICT
+    return 0
+
+
+async def compare_run(options: CompareOptions,
+                      on_report: Callable[[dict[str, Any], dict[str, Any]], None]) -> Summary:
+    """Run compare mode and hand its latency report and its differences (with `failing`, the
+    endpoints above --max-diff-rate) to `on_report`, also when the run fails or is cancelled."""
     if options.report:
         try:
             os.makedirs(options.report, exist_ok=True)
@@ -110,22 +138,8 @@ async def compare_main(options: CompareOptions) -> int:
             await source.close()
         comparer.close()
         stats.skipped.update(source.skipped)
-        latency = build_report(stats, target_stats, summary.aborted if summary else None)
         result = diffs.summary()
         result["max_diff_rate"] = options.max_diff_rate
         result["failing"] = failing_endpoints(result, options.max_diff_rate)
-        if options.report:
-            write_report(str(Path(options.report) / "latency.json"), latency)
-            write_output(str(Path(options.report) / "compare.json"),
-                         orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        print(format_table(latency), file=sys.stderr, flush=True)
-        print(format_diffs(result), flush=True)
-    if summary.aborted:
-        print(f"shadowtap: aborted: {summary.aborted}", file=sys.stderr, flush=True)
-    if summary.exit_code:
-        return summary.exit_code
-    if result["failing"]:
-        print(f"shadowtap: real differences above --max-diff-rate {100 * options.max_diff_rate:g}% on "
-              f"{len(result['failing'])} endpoint(s): {', '.join(result['failing'][:5])}", file=sys.stderr)
-        return EXIT_VERDICT
-    return 0
+        on_report(build_report(stats, target_stats, summary.aborted if summary else None), result)
+    return summary

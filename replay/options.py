@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from replay.schedule import Pacing
 from shadowtap.stream import StreamOptions
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods replayed without --allow-writes."""
 
@@ -17,6 +20,13 @@ DEFAULT_MARKER = ("X-Shadowtap", "1")
 CLIENTS = ("auto", "lean", "aiohttp")
 """Sender implementations: `lean` (asyncio protocol + httptools, plain http only), `aiohttp`
 (also https), `auto` (lean for http:// targets, aiohttp for https://)."""
+
+
+def parse_duration(text: str) -> float | None:
+    """`90`, `90s`, `1.5m`, `500ms`, `2h` → seconds; None unless it is a duration above 0."""
+    m = _DURATION.match(text)
+    value = float(m.group(1)) * _UNITS[m.group(2)] if m else 0.0
+    return value if value > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

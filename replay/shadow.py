@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from typing import Any
 
 from replay.engine import Summary, run_replay
 from replay.observe import Listener, ScheduleStats, StatsListener
@@ -21,7 +22,7 @@ from replay.sources import open_replay_source
 from shadowtap.errors import StreamError
 from shadowtap.stream import Source
 
-__all__ = ["Summary", "run_shadow", "shadow_main"]
+__all__ = ["Summary", "run_shadow", "shadow_main", "shadow_run"]
 
 
 async def run_shadow(
@@ -52,6 +53,22 @@ async def shadow_main(options: ShadowOptions, extra_listeners: Iterable[Listener
     circuit breaker stops it (whose reason also goes to stderr). `extra_listeners` get every
     outcome too (a worker's own outcome file). Returns the exit code.
     """
+    def show(report: dict[str, Any]) -> None:
+        to_stdout = "-" in (options.report, options.outcomes)
+        if options.report:
+            write_report(options.report, report)
+        print(format_table(report), file=sys.stderr if to_stdout else sys.stdout, flush=True)
+
+    summary = await shadow_run(options, show, extra_listeners)
+    if summary.aborted:
+        print(f"shadowtap: aborted: {summary.aborted}", file=sys.stderr, flush=True)
+    return summary.exit_code
+
+
+async def shadow_run(options: ShadowOptions, on_report: Callable[[dict[str, Any]], None],
+                     extra_listeners: Iterable[Listener] = ()) -> Summary:
+    """Run shadow mode and hand its report to `on_report`, also when the run fails or is
+    cancelled (before the exception goes on)."""
     check_writable(options.report, "the report")
     source = open_replay_source(options.input, options.replay.loop, options.stream)
     targets = options.targets
@@ -68,11 +85,5 @@ async def shadow_main(options: ShadowOptions, extra_listeners: Iterable[Listener
         with suppress(Exception):
             await source.close()
         stats.skipped.update(source.skipped)
-        report = build_report(stats, target_stats, summary.aborted if summary else None)
-        to_stdout = "-" in (options.report, options.outcomes)
-        if options.report:
-            write_report(options.report, report)
-        print(format_table(report), file=sys.stderr if to_stdout else sys.stdout, flush=True)
-    if summary.aborted:
-        print(f"shadowtap: aborted: {summary.aborted}", file=sys.stderr, flush=True)
-    return summary.exit_code
+        on_report(build_report(stats, target_stats, summary.aborted if summary else None))
+    return summary

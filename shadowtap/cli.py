@@ -19,6 +19,7 @@ LAZY_COMMANDS = {
     "cat": ("shadowtap.catcmd", "cat", "Copy records between any two addresses."),
     "topic": ("shadowtap.topiccmd", "topic", "Create and describe Kafka topics (partitions, offsets, lag)."),
     "report": ("shadowtap.reportcmd", "report", "Build a report from outcome files (merging several runs or workers)."),
+    "run": ("replay.runcmd", "run", "One scheduled dark-traffic run from a config file, ending in a verdict."),
 }
 
 
@@ -63,7 +64,7 @@ def cli(ctx: click.Context, traceback: bool) -> None:
     compressed when named so); a directory or a PATH ending in '/' is a spool of size-rotated
     segments.
 
-    Exit codes: 0 ok, 1 error, 2 usage, 3 verdict failed, 130 interrupted.
+    Exit codes: 0 ok, 1 error, 2 usage, 3 verdict failed, 4 verdict inconclusive, 130 interrupted.
     """
     ctx.ensure_object(dict)
     ctx.obj["traceback"] = traceback
