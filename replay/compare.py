@@ -9,8 +9,9 @@ side (--max-inflight), or cancelled at the end of the run, is counted as not com
 
 At the end the text report goes to stdout (the latency table of each side to stderr), and
 `--report DIR` gets `compare.json` (per endpoint and field: counts, rates, real or noise,
-examples) and `latency.json` (shadow's report). Exit 3 when an endpoint's share of requests
-with real differences is above --max-diff-rate (default 0: any real difference).
+examples), `latency.json` (shadow's report) and `compare.html` (both as one page). Exit 3
+when an endpoint's share of requests with real differences is above --max-diff-rate
+(default 0: any real difference).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 
 from replay.diff import DiffStats, differing, endpoint, format_diffs, observe
 from replay.engine import Summary, run_replay
+from replay.html import format_html
 from replay.observe import Listener, ScheduleStats, StatsListener
 from replay.offline import outcome_writer
 from replay.options import CompareOptions, Target
@@ -92,6 +94,8 @@ async def compare_main(options: CompareOptions) -> int:
             write_report(str(Path(options.report) / "latency.json"), latency)
             write_output(str(Path(options.report) / "compare.json"),
                          orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+            write_output(str(Path(options.report) / "compare.html"),
+                         format_html(latency, "shadowtap compare", result).encode())
         print(format_table(latency), file=sys.stderr, flush=True)
         print(format_diffs(result), flush=True)
         shown.append(result)

@@ -140,9 +140,44 @@ def _endpoints(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def format_html(report: dict[str, Any], title: str = "shadowtap report") -> str:
-    """The whole page."""
-    body = [*_schedule(report), *_targets(report),
+def _differences(diffs: dict[str, Any]) -> list[str]:
+    """Compare mode's findings: the endpoints that really differ, field by field with an example
+    each, then the others folded away."""
+    endpoints = diffs["endpoints"]
+    real = sorted(((name, e) for name, e in endpoints.items() if e["real_diff_requests"]),
+                  key=lambda kv: (-kv[1]["real_diff_requests"], kv[0]))
+    total = sum(e["real_diff_requests"] for e in endpoints.values())
+    out = ["<h2>Differences</h2>",
+           f"<p>{diffs['compared']} requests compared, <span class={'bad' if total else 'muted'}>{total} with real "
+           f"differences</span>; {diffs['incomplete']} not compared. "
+           + ("Noise measured against the secondary." if diffs["secondary"] else
+              "No secondary: no noise cancelled.") + "</p>"]
+    head = ["field", "candidate differs", "secondary differs", "example request", "primary", "candidate"]
+    for name, e in real:
+        out += [f"<h3>{escape(name)}: {e['real_diff_requests']} of {e['requests']} requests "
+                f"({100 * e['real_diff_rate']:.2f}%)</h3>", "<table>", _row(head, numeric_from=1, head=True)]
+        for key, f in e["fields"].items():
+            if not f["real"]:
+                continue
+            example = f["examples"][0] if f["examples"] else {}
+            request = example.get("request", {})
+            out.append(_row([f"<code>{escape(key)}</code>", f"{100 * f['raw_rate']:.2f}%",
+                             f"{100 * f['noise_rate']:.2f}%" if diffs["secondary"] else "-",
+                             escape(f"{request.get('method', '')} {request.get('target', '')}"),
+                             f"<code>{escape(str(example.get('primary')))}</code>",
+                             f"<code>{escape(str(example.get('candidate')))}</code>"], numeric_from=1))
+        out.append("</table>")
+    calm = [name for name, e in endpoints.items() if not e["real_diff_requests"]]
+    if calm:
+        out += [f"<details><summary>{len(calm)} endpoints without real differences</summary><ul>",
+                *(f"<li>{escape(name)} ({endpoints[name]['requests']} requests)</li>" for name in calm),
+                "</ul></details>"]
+    return out
+
+
+def format_html(report: dict[str, Any], title: str = "shadowtap report", diffs: dict[str, Any] | None = None) -> str:
+    """The whole page; with `diffs` (compare mode's summary) its differences come first."""
+    body = [*(_differences(diffs) if diffs is not None else ()), *_schedule(report), *_targets(report),
             *_chart(report, "latency_ms", "Latency by percentile (sent → done)"),
             *_chart(report, "corrected_ms", "Corrected latency by percentile (intended → done)"),
             *_endpoints(report)]

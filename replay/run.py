@@ -52,6 +52,7 @@ from typing import Any
 
 import orjson
 
+from replay.html import format_html
 from replay.options import CompareOptions, ReplayOptions, ShadowOptions, Target, parse_duration
 from replay.report import format_table, write_report
 from replay.schedule import Pacing
@@ -279,7 +280,7 @@ async def _run_mode(config: RunConfig, captured: dict[str, Any], folder: Path | 
         print(format_table(report), file=sys.stderr, flush=True)
         if folder is not None:
             write_report(str(folder / "report.json"), report)
-            write_report(str(folder / "report.html"), report)
+            (folder / "report.html").write_text(format_html(report, f"shadowtap run {config.name}", diffs))
             if diffs is not None:
                 (folder / "compare.json").write_bytes(orjson.dumps(diffs, option=orjson.OPT_INDENT_2) + b"\n")
 

@@ -18,6 +18,7 @@ from replay.diff import DiffStats
 from replay.options import CompareOptions, Target
 from replay.send import Exchange
 from shadowtap.record import Outcome, Record, encode_record
+from tests.replay.test_offline_report import Page
 
 SHADOWTAP = [sys.executable, "-m", "shadowtap"]
 WAIT_S = 60.0
@@ -102,6 +103,13 @@ async def test_real_differences_are_found_and_noise_is_cancelled(serve, tmp_path
     search = summary["endpoints"]["GET /api/search"]
     assert search["real_diff_requests"] == 0 and not any(f["real"] for f in search["fields"].values())
     assert summary["failing"] == ["GET /api/products/{id}"]
+    page = (report / "compare.html").read_text()
+    assert "<h3>GET /api/products/{id}: 200 of 200 requests (100.00%)</h3>" in page
+    assert "<code>body.price</code>" in page and "2 endpoints without real differences" in page
+    parsed = Page()
+    parsed.feed(page)
+    parsed.close()
+    assert parsed.open == [] and parsed.scripts == 0
     latency = orjson.loads((report / "latency.json").read_bytes())
     assert latency["schedule"]["skipped"] == {"write_method": 1}
     assert set(latency["targets"]) == {"primary", "secondary", "candidate"}

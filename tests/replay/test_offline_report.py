@@ -145,7 +145,7 @@ def test_newer_format_exits_1_naming_the_version(tmp_path):
     assert proc.returncode == 1 and b"outcome format v99 is newer" in proc.stderr and b"Traceback" not in proc.stderr
 
 
-class _Page(HTMLParser):
+class Page(HTMLParser):
     """Checks that every element opened is closed in order, and gathers the page's text."""
 
     VOID = frozenset({"meta", "br", "hr", "img", "input", "link"})
@@ -198,7 +198,7 @@ async def test_html_page_shows_the_report_and_escapes_what_it_shows(serve, tmp_p
     assert proc.returncode == 0, proc.stderr
     html = page_path.read_text()
     assert html.startswith("<!doctype html>") and "<script>alert" not in html
-    page = _Page()
+    page = Page()
     page.feed(html)
     page.close()
     assert page.open == [] and page.scripts == 0
@@ -217,7 +217,7 @@ async def test_a_run_writes_its_report_as_a_page_when_asked(serve, tmp_path):
         code, _, err = await run_cli("replay", "shadow", "-i", src, "--target", f"only={srv.url}", "--rate", "200",
                                      "--report", str(tmp_path / "run.html"))
         assert code == 0, err
-    page = _Page()
+    page = Page()
     page.feed((tmp_path / "run.html").read_text())
     page.close()
     text = " ".join(page.text)

@@ -113,6 +113,8 @@ async def test_compare_mode_fails_on_real_differences(serve, tmp_path):
     assert "GET /item/{id}: 25.00% of requests really differ > 10.00% (max_diff_rate)" in out
     assert "REAL  body.price  candidate 25.00%  secondary 0.00%" in out
     (folder,) = (tmp_path / "r").iterdir()
+    page = (folder / "report.html").read_text()
+    assert "<title>shadowtap run cmp</title>" in page and "<code>body.price</code>" in page
     endpoints = orjson.loads((folder / "compare.json").read_bytes())["endpoints"]
     assert endpoints["GET /item/{id}"]["real_diff_requests"] == 50
 
