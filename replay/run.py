@@ -25,6 +25,12 @@ says so and exits 1 without sending anything.
     timeout = 10                        # seconds per request
     allow_writes = false
 
+    [kafka]                             # optional, for a kafka:// input
+    group = "shadowtap-run"             # the consumer group (the default)
+    from = "committed"                  # earliest, latest, committed, a time, or -15m
+    until = "now"                       # optional end
+    settings = { "security.protocol" = "ssl" }   # librdkafka settings
+
     [pass]                              # all optional, these are the defaults
     min_requests = 100
     max_error_rate = "1%"
@@ -46,7 +52,7 @@ import tempfile
 import time
 import tomllib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +64,13 @@ from replay.report import format_table, write_report
 from replay.schedule import Pacing
 from replay.verdict import Criteria, Verdict, decide
 from shadowtap.errors import ShadowtapError, UsageError
+from shadowtap.stream import StreamOptions
+from shadowtap.times import parse_time
 
 MODES = {"shadow": ({"candidate"}, {"baseline"}), "compare": ({"primary", "candidate"}, {"secondary"})}
 """Each mode's required and optional target names."""
-TOP_KEYS = {"name", "mode", "input", "report", "lock", "targets", "replay", "pass"}
+TOP_KEYS = {"name", "mode", "input", "report", "lock", "targets", "replay", "pass", "kafka"}
+KAFKA_KEYS = {"group", "from", "until", "settings"}
 REPLAY_KEYS = {"rate", "speed", "duration", "limit", "max_inflight", "timeout", "allow_writes"}
 PASS_KEYS = {f.name for f in dataclasses.fields(Criteria)}
 RATES = {"max_error_rate", "max_dropped_rate", "baseline_max_error_rate", "max_diff_rate"}
@@ -80,6 +89,8 @@ class RunConfig:
     criteria: Criteria
     report: str | None = None
     lock: str | None = None
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    """A kafka:// input's group, start, end and librdkafka settings."""
 
 
 class ConfigError(UsageError):
@@ -146,7 +157,28 @@ def load_config(path: str) -> RunConfig:
             raise ConfigError(f"{path}: targets.{key} = {url!r} must be an http:// or https:// URL")
     return RunConfig(name, mode, data["input"], dict(targets), _replay_options(path, data.get("replay", {})),
                      _criteria(path, data.get("pass", {}), mode), _optional_str(path, data, "report"),
-                     _optional_str(path, data, "lock"))
+                     _optional_str(path, data, "lock"), _stream(path, data.get("kafka", {})))
+
+
+def _stream(path: str, table: Any) -> StreamOptions:
+    """The [kafka] table: group (default `shadowtap-run`), from, until, settings."""
+    k = _check_keys("kafka", table, KAFKA_KEYS, path)
+    for key in ("group", "from", "until"):
+        if key in k and (not isinstance(k[key], str) or not k[key].strip()):
+            raise ConfigError(f"{path}: kafka.{key} = {k[key]!r} must be a non-empty string")
+    try:
+        if k.get("from", "committed") not in ("earliest", "latest", "committed"):
+            parse_time(k["from"], "kafka.from")
+        if "until" in k:
+            parse_time(k["until"], "kafka.until")
+    except UsageError as e:
+        raise ConfigError(f"{path}: {e.message}") from None
+    settings = k.get("settings", {})
+    if not isinstance(settings, dict) or not all(isinstance(v, str | int | bool) for v in settings.values()):
+        raise ConfigError(f"{path}: kafka.settings must be a table of librdkafka settings (key = \"value\")")
+    pairs = tuple((key, str(v).lower() if isinstance(v, bool) else str(v)) for key, v in settings.items())
+    return StreamOptions(settings=pairs, group=k.get("group", "shadowtap-run"), start=k.get("from", "committed"),
+                         until=k.get("until"))
 
 
 def _optional_str(path: str, data: dict[str, Any], key: str) -> str | None:
@@ -230,7 +262,11 @@ def describe(config: RunConfig) -> str:
     criteria = ", ".join(f"{k} {100 * v:g}%" if k in RATES else f"{k} {v:g}"
                          for k, v in dataclasses.asdict(config.criteria).items() if v is not None and k not in skip)
     targets = ", ".join(f"{k} {v}" for k, v in config.targets.items())
-    return (f"run {config.name}: {config.mode} mode, {config.input} to {targets}; {pacing}, {limits}; "
+    source = config.input
+    if source.startswith("kafka://"):
+        st = config.stream
+        source += f" (group {st.group}, from {st.start}{f', until {st.until}' if st.until else ''})"
+    return (f"run {config.name}: {config.mode} mode, {source} to {targets}; {pacing}, {limits}; "
             f"{'writes too' if r.allow_writes else 'GET, HEAD and OPTIONS only'}; pass when {criteria}; "
             f"report {config.report or '(none)'}")
 
@@ -287,12 +323,13 @@ async def _run_mode(config: RunConfig, captured: dict[str, Any], folder: Path | 
     if config.mode == "shadow":
         from replay.shadow import shadow_run
 
-        options = ShadowOptions(input=config.input, targets=_targets(config), replay=config.replay)
+        options = ShadowOptions(input=config.input, targets=_targets(config), replay=config.replay,
+                                stream=config.stream)
         return await shadow_run(options, keep)
     from replay.compare import compare_run
 
     max_diff = config.criteria.max_diff_rate
-    options = CompareOptions(input=config.input, targets=_targets(config), replay=config.replay,
+    options = CompareOptions(input=config.input, targets=_targets(config), replay=config.replay, stream=config.stream,
                              max_diff_rate=0.0 if max_diff is None else max_diff)
     return await compare_run(options, keep)
 

@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -148,6 +149,9 @@ async def test_a_second_run_of_the_same_name_does_not_start(serve, tmp_path):
     ('name = "n"\ninput = "x"\n[targets]\ncandidate = "http://a"\n[pass]\nmax_diff_rate = 0\n',
      "pass.max_diff_rate applies to compare mode only"),
     ('name = "n"\ninput = "x"\n[targets\n', "not valid TOML"),
+    ('name = "n"\ninput = "x"\n[targets]\ncandidate = "http://a"\n[kafka]\nfrom = "yesterday"\n', "kafka.from"),
+    ('name = "n"\ninput = "x"\n[targets]\ncandidate = "http://a"\n[kafka]\nsettings = 5\n',
+     "kafka.settings must be a table"),
 ])
 def test_a_bad_config_is_one_sentence_and_exit_2(tmp_path, text, message):
     path = config(tmp_path, text)
@@ -185,3 +189,26 @@ def test_the_rules_in_order():
                   "baseline").status == "FAIL"
     assert decide(report(10), c, "candidate").status == "INCONCLUSIVE"
     assert decide(report(100, dropped=5), c, "candidate").status == "INCONCLUSIVE"
+
+
+async def test_a_run_reads_a_kafka_topic_with_its_group_and_start(serve, kafka, tmp_path):
+    from shadowtap.streams.kafka import KafkaSink
+    from shadowtap.streams.kafka_admin import create_topic
+
+    topic = f"kafka://{kafka.bootstrap}/run-{time.time_ns()}"
+    create_topic(topic, partitions=2, retention_ms=None)
+    sink = KafkaSink(topic)
+    for i in range(60):
+        await sink.send(Record(id=f"k{i}", ts=1_700_000_000.0 + i / 100, method="GET", target=f"/item/{i}",
+                               client=f"10.0.0.{i % 7}"))
+    await sink.flush()
+    await sink.close()
+    async with serve(app()) as good:
+        path = config(tmp_path, f'name = "from-kafka"\ninput = "{topic}"\nreport = "{tmp_path}/runs"\n'
+                                f'[targets]\ncandidate = "{good.url}"\n[replay]\nrate = 300\n'
+                                f'[kafka]\ngroup = "run-{time.time_ns()}"\nfrom = "earliest"\nuntil = "now"\n'
+                                f'settings = {{ "session.timeout.ms" = "6000" }}\n[pass]\nmin_requests = 60\n')
+        code, out, err = await run(path)
+        assert sorted(s.target for s in good.seen) == sorted(f"/item/{i}" for i in range(60))
+    assert code == 0, out + err
+    assert out.startswith("shadowtap run from-kafka: PASS\n")
