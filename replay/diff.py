@@ -163,6 +163,16 @@ class FieldStats:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
+FIELDS_MAX = 1000
+"""Fields tracked per endpoint; further ones (maps keyed by ids, say) count as OTHER_FIELDS."""
+OTHER_FIELDS = "(other fields)"
+PATTERNS_MAX = 10_000
+"""Distinct sets of differing fields kept per endpoint (see EndpointDiffs.untracked)."""
+ENDPOINTS_MAX = 500
+"""Endpoints tracked; further ones count as OTHER_ENDPOINTS."""
+OTHER_ENDPOINTS = "(other endpoints)"
+
+
 @dataclass(slots=True)
 class EndpointDiffs:
     requests: int = 0
@@ -170,6 +180,9 @@ class EndpointDiffs:
     fields: dict[str, FieldStats] = field(default_factory=dict)
     patterns: Counter[frozenset[str]] = field(default_factory=Counter)
     """How many requests differed (raw) in exactly these fields."""
+    untracked: int = 0
+    """Requests whose set of differing fields came after PATTERNS_MAX others: counted as
+    really different whenever any field of the endpoint is (an upper bound)."""
 
 
 class DiffStats:
@@ -188,16 +201,31 @@ class DiffStats:
             request: dict[str, Any]) -> None:
         """One compared request: its endpoint `name`, the fields where the candidate differed
         (`raw`) and where the secondary did (`noise`), each side's fields (for examples)."""
+        if name not in self.endpoints and len(self.endpoints) >= ENDPOINTS_MAX:
+            name = OTHER_ENDPOINTS
         stats = self.endpoints.setdefault(name, EndpointDiffs())
         stats.requests += 1
-        stats.patterns[raw] += 1
+        raw = frozenset(self._tracked(stats, key) for key in raw)
+        if raw in stats.patterns or len(stats.patterns) < PATTERNS_MAX:
+            stats.patterns[raw] += 1
+        else:
+            stats.untracked += 1
         for key in raw:
-            entry = stats.fields.setdefault(key, FieldStats())
+            entry = stats.fields[key]
             entry.raw += 1
             if len(entry.examples) < self.examples:
                 entry.examples.append({"request": request, **{side: f.get(key) for side, f in sides.items()}})
-        for key in noise:
-            stats.fields.setdefault(key, FieldStats()).noise += 1
+        for key in {self._tracked(stats, key) for key in noise}:
+            stats.fields[key].noise += 1
+
+    @staticmethod
+    def _tracked(stats: EndpointDiffs, key: str) -> str:
+        """`key`, or OTHER_FIELDS once the endpoint tracks FIELDS_MAX fields; its entry exists."""
+        if key not in stats.fields:
+            if len(stats.fields) >= FIELDS_MAX:
+                key = OTHER_FIELDS
+            stats.fields.setdefault(key, FieldStats())
+        return key
 
     def real_fields(self, stats: EndpointDiffs) -> set[str]:
         return {key for key, f in stats.fields.items()
@@ -210,10 +238,13 @@ class DiffStats:
         for name, stats in sorted(self.endpoints.items()):
             real = self.real_fields(stats)
             differing_requests = sum(n for pattern, n in stats.patterns.items() if pattern & real)
+            if real:
+                differing_requests += stats.untracked
             endpoints[name] = {
                 "requests": stats.requests,
                 "real_diff_requests": differing_requests,
                 "real_diff_rate": round(differing_requests / stats.requests, 6),
+                "untracked_requests": stats.untracked,
                 "fields": {key: {"raw": f.raw, "noise": f.noise, "raw_rate": round(f.raw / stats.requests, 6),
                                  "noise_rate": round(f.noise / stats.requests, 6), "real": key in real,
                                  "examples": f.examples}

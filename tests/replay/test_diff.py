@@ -84,3 +84,32 @@ def test_summary_counts_requests_with_a_real_difference():
     assert "100 requests compared, 20 with real differences, 2 not compared" in text
     assert "    REAL  x  candidate 20.00%  secondary 0.00%\n" in text
     assert "(1 fields differed within the noise or below the thresholds: ts)" in text
+
+
+def test_memory_stays_bounded_when_every_response_differs_in_new_fields(monkeypatch):
+    """Maps keyed by ids make new field names on every response: fields, sets of fields and
+    endpoints are capped, and what goes beyond is counted, never dropped."""
+    import replay.diff as diff
+
+    monkeypatch.setattr(diff, "FIELDS_MAX", 20)
+    monkeypatch.setattr(diff, "PATTERNS_MAX", 30)
+    monkeypatch.setattr(diff, "ENDPOINTS_MAX", 3)
+    stats = DiffStats(secondary=False, examples=0)
+    request = {"id": "r", "method": "GET", "target": "/a"}
+    for i in range(200):
+        stats.add(f"GET /e{i % 5}", frozenset({f"body.items.k{i}", "body.total"}), (), {}, request)
+    assert len(stats.endpoints) == 4 and diff.OTHER_ENDPOINTS in stats.endpoints
+    for e in stats.endpoints.values():
+        assert len(e.fields) <= 21 and len(e.patterns) <= 30
+    summary = stats.summary()
+    other = summary["endpoints"][diff.OTHER_ENDPOINTS]
+    assert other["requests"] == 80 and other["fields"][diff.OTHER_FIELDS]["raw"] <= 80
+    assert sum(e["requests"] for e in summary["endpoints"].values()) == 200
+    assert all(e["real_diff_requests"] == e["requests"] for e in summary["endpoints"].values())  # total differs always
+
+    patterns = DiffStats(secondary=False, examples=0)
+    for i in range(1, 200):  # every request differs in its own set of the same eight fields
+        patterns.add("GET /p", frozenset(f"f{bit}" for bit in range(8) if i >> bit & 1), (), {}, request)
+    p = patterns.summary()["endpoints"]["GET /p"]
+    assert len(patterns.endpoints["GET /p"].patterns) == 30 and p["untracked_requests"] == 199 - 30
+    assert p["real_diff_requests"] == 199  # counted as different: an upper bound, here exact
