@@ -26,7 +26,6 @@ from shadowtap.errors import RecordError, UsageError, VersionError
 from shadowtap.lines import iter_lines, open_input
 from shadowtap.record import Outcome, decode_outcome
 
-FORMATS = ("text", "json", "csv", "html")
 KAFKA_SCHEME = "kafka://"
 
 NOT_IN_OUTCOMES = ("planned", "dropped", "skipped", "lag_ms", "late", "stopped")
