@@ -474,7 +474,9 @@ def _compare_report(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @replay.command(short_help="Tap-compare: each request to primary and candidate, field-level diffs, noise cancelled.")
-@click.option("--primary", metavar="URL", required=True, help="Base URL of the version in production (the reference).")
+@click.option("--primary", metavar="URL", required=True,
+              help="Base URL of the version in production (the reference): an instance set aside for the "
+                   "comparison, it gets the replayed traffic too.")
 @click.option("--candidate", metavar="URL", required=True, help="Base URL of the new version.")
 @click.option("--secondary", metavar="URL",
               help="Base URL of a second instance of the primary's version: where it differs from the primary "
