@@ -469,8 +469,9 @@ def _header_names(_ctx: click.Context, _param: click.Parameter, names: tuple[str
 
 
 def _compare_report(f: Callable[..., Any]) -> Callable[..., Any]:
-    return _common(f, "Directory receiving compare.json (differences per endpoint and field, with examples) "
-                      "and latency.json (each side's counts and latency percentiles).", "DIR")
+    return _common(f, "Directory receiving compare.json (differences per endpoint and field, with examples), "
+                      "latency.json (each side's counts and latency percentiles) and compare.html (both on "
+                      "one page).", "DIR")
 
 
 @replay.command(short_help="Tap-compare: each request to primary and candidate, field-level diffs, noise cancelled.")

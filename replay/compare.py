@@ -51,6 +51,8 @@ class Comparer:
         self.diffs = diffs
         self.sides = len(options.targets)
         self._pending: dict[int, tuple[Record, dict[str, dict[str, str] | None]]] = {}
+        """Records some side has not reported on yet, by id(): each side's fields (None when it
+        was not answered). The record is held so that its id() is not reused meanwhile."""
 
     def on_result(self, record: Record, outcome: Outcome, exchange: Exchange | None) -> None:
         fields = None if outcome.error in UNANSWERED else observe(

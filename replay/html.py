@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from replay.observe import PERCENTILES
-from replay.report import format_ms
+from replay.report import format_ms, ok_percent, server_errors
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;padding:0 1em}
@@ -65,10 +65,8 @@ def _targets(report: dict[str, Any]) -> list[str]:
     rows = [_row(head, head=True)]
     notes = []
     for name, t in report["targets"].items():
-        ok = sum(n for code, n in t["status"].items() if int(code) < 400)
-        pct = f"{100.0 * ok / t['requests']:.1f}" if t["requests"] else "-"
         errors = sum(t["errors"].values())
-        rows.append(_row([escape(name), escape(t["url"]), str(t["requests"]), pct,
+        rows.append(_row([escape(name), escape(t["url"]), str(t["requests"]), ok_percent(t),
                           f"<span class=bad>{errors}</span>" if errors else "0",
                           *(format_ms(t["latency_ms"][k]) for k in PERCENTILES),
                           *(format_ms(t["corrected_ms"][k]) for k in PERCENTILES)], numeric_from=2))
@@ -131,7 +129,7 @@ def _endpoints(report: dict[str, Any]) -> list[str]:
         out += [f"<h2>Endpoints of {escape(name)}{more}</h2>", "<table>",
                 _row(["endpoint", "requests", "errors", "5xx", "p50 ms", "p99 ms", "max ms"], head=True)]
         for endpoint, e in endpoints[:ENDPOINT_ROWS]:
-            fives = sum(n for code, n in e["status"].items() if int(code) >= 500)
+            fives = server_errors(e["status"])
             lat = e["latency_ms"]
             out.append(_row([escape(endpoint), str(e["requests"]), str(e["errors"]),
                              f"<span class=bad>{fives}</span>" if fives else "0",

@@ -93,6 +93,19 @@ def write_output(path: str, data: bytes) -> None:
         raise StreamError(f"cannot write the report to {path!r}: {e.strerror or e}") from e
 
 
+def ok_percent(target: dict[str, Any]) -> str:
+    """The share of a target's requests answered with a status below 400, as the tables show it."""
+    if not target["requests"]:
+        return "-"
+    ok = sum(n for code, n in target["status"].items() if int(code) < 400)
+    return f"{100.0 * ok / target['requests']:.1f}"
+
+
+def server_errors(status: dict[str, int]) -> int:
+    """Answers with a 5xx status, from a report's `status` counts."""
+    return sum(n for code, n in status.items() if int(code) >= 500)
+
+
 def format_ms(value: float | None) -> str:
     """Milliseconds as the reports show them: two decimals below 100, one above."""
     return "-" if value is None else f"{value:.1f}" if value >= 100 else f"{value:.2f}"
@@ -149,11 +162,9 @@ def format_table(report: dict[str, Any]) -> str:
              "p50 corr", "p99 corr", "max corr"]]
     notes = []
     for name, t in report["targets"].items():
-        ok = sum(n for code, n in t["status"].items() if int(code) < 400)
-        pct = f"{100.0 * ok / t['requests']:.1f}" if t["requests"] else "-"
         lat, cor = t["latency_ms"], t["corrected_ms"]
         rows.append([
-            name, str(t["requests"]), pct, str(sum(t["errors"].values())),
+            name, str(t["requests"]), ok_percent(t), str(sum(t["errors"].values())),
             format_ms(lat["p50"]), format_ms(lat["p99"]), format_ms(lat["max"]),
             format_ms(cor["p50"]), format_ms(cor["p99"]), format_ms(cor["max"]),
         ])
@@ -170,9 +181,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{name} endpoints{more}:")
         rows = [["  endpoint", "requests", "errors", "5xx", "p50 ms", "p99 ms", "max ms"]]
         for endpoint, e in endpoints[:ENDPOINT_ROWS]:
-            fives = sum(n for code, n in e["status"].items() if int(code) >= 500)
             lat = e["latency_ms"]
-            rows.append([f"  {endpoint}", str(e["requests"]), str(e["errors"]), str(fives),
+            rows.append([f"  {endpoint}", str(e["requests"]), str(e["errors"]), str(server_errors(e["status"])),
                          format_ms(lat["p50"]), format_ms(lat["p99"]), format_ms(lat["max"])])
         lines += _table(rows)
     return "\n".join(lines)

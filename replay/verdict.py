@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from replay.report import server_errors
 from shadowtap.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_VERDICT
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -55,8 +56,7 @@ def error_rate(target: dict[str, Any]) -> float | None:
     """Failed requests and 5xx answers over requests (None without requests)."""
     if not target["requests"]:
         return None
-    fives = sum(n for code, n in target["status"].items() if int(code) >= 500)
-    return (sum(target["errors"].values()) + fives) / target["requests"]
+    return (sum(target["errors"].values()) + server_errors(target["status"])) / target["requests"]
 
 
 def _pct(value: float) -> str:
